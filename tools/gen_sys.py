@@ -1,0 +1,405 @@
+#!/usr/bin/env python3
+"""Generate pybpf/_sys/types.py: the kernel ABI (bpf_attr per command, info structs, perf structs,
+enums, flags) from the running kernel's BTF, plus the #define constants BTF cannot carry from the
+UAPI headers of linux-libc-dev.
+
+    python3 tools/gen_sys.py [--btf /sys/kernel/btf/vmlinux] [-o pybpf/_sys/types.py]
+
+Opcode constants are not generated here: pybpf.asm owns the instruction encoding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import operator
+import os
+import re
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from pybpf.btf import (  # noqa: E402
+    Array,
+    Composite,
+    Enum,
+    Int,
+    Pointer,
+    Spec,
+    Struct,
+    Type,
+    Union,
+    sizeof,
+)
+
+# Command struct name -> (commands using it, how to find its member of union bpf_attr).
+ATTR_COMMANDS: dict[str, tuple[list[str], str]] = {
+    "MapCreateAttr": (["BPF_MAP_CREATE"], "field:map_type"),
+    "MapElemAttr": (
+        ["BPF_MAP_LOOKUP_ELEM", "BPF_MAP_UPDATE_ELEM", "BPF_MAP_DELETE_ELEM", "BPF_MAP_GET_NEXT_KEY",
+         "BPF_MAP_LOOKUP_AND_DELETE_ELEM", "BPF_MAP_FREEZE"],
+        "field:key",
+    ),
+    "MapBatchAttr": (
+        ["BPF_MAP_LOOKUP_BATCH", "BPF_MAP_LOOKUP_AND_DELETE_BATCH", "BPF_MAP_UPDATE_BATCH",
+         "BPF_MAP_DELETE_BATCH"],
+        "name:batch",
+    ),
+    "ProgLoadAttr": (["BPF_PROG_LOAD"], "field:prog_type"),
+    "ObjPinAttr": (["BPF_OBJ_PIN", "BPF_OBJ_GET"], "field:pathname"),
+    "ProgAttachAttr": (["BPF_PROG_ATTACH", "BPF_PROG_DETACH"], "field:attach_bpf_fd"),
+    "ProgTestRunAttr": (["BPF_PROG_TEST_RUN"], "name:test"),
+    "GetIdAttr": (
+        ["BPF_PROG_GET_NEXT_ID", "BPF_MAP_GET_NEXT_ID", "BPF_PROG_GET_FD_BY_ID", "BPF_MAP_GET_FD_BY_ID",
+         "BPF_BTF_GET_FD_BY_ID", "BPF_BTF_GET_NEXT_ID", "BPF_LINK_GET_FD_BY_ID", "BPF_LINK_GET_NEXT_ID"],
+        "field:next_id",
+    ),
+    "InfoByFdAttr": (["BPF_OBJ_GET_INFO_BY_FD"], "name:info"),
+    "ProgQueryAttr": (["BPF_PROG_QUERY"], "name:query"),
+    "RawTracepointOpenAttr": (["BPF_RAW_TRACEPOINT_OPEN"], "name:raw_tracepoint"),
+    "BtfLoadAttr": (["BPF_BTF_LOAD"], "field:btf_log_buf"),
+    "TaskFdQueryAttr": (["BPF_TASK_FD_QUERY"], "name:task_fd_query"),
+    "LinkCreateAttr": (["BPF_LINK_CREATE"], "name:link_create"),
+    "LinkUpdateAttr": (["BPF_LINK_UPDATE"], "name:link_update"),
+    "LinkDetachAttr": (["BPF_LINK_DETACH"], "name:link_detach"),
+    "EnableStatsAttr": (["BPF_ENABLE_STATS"], "name:enable_stats"),
+    "IterCreateAttr": (["BPF_ITER_CREATE"], "name:iter_create"),
+    "ProgBindMapAttr": (["BPF_PROG_BIND_MAP"], "name:prog_bind_map"),
+}
+
+# Python class name -> kernel struct name.
+STRUCTS: dict[str, str] = {
+    "BpfInsn": "bpf_insn",
+    "ProgInfo": "bpf_prog_info",
+    "MapInfo": "bpf_map_info",
+    "BtfInfo": "bpf_btf_info",
+    "LinkInfo": "bpf_link_info",
+    "FuncInfo": "bpf_func_info",
+    "LineInfo": "bpf_line_info",
+    "StackBuildId": "bpf_stack_build_id",
+    "PerfEventAttr": "perf_event_attr",
+    "PerfEventMmapPage": "perf_event_mmap_page",
+    "PerfEventHeader": "perf_event_header",
+    "XdpMd": "xdp_md",
+    "SkBuff": "__sk_buff",
+    "BpfSockAddr": "bpf_sock_addr",
+    "BpfSpinLock": "bpf_spin_lock",
+    "BpfTimer": "bpf_timer",
+    "CgroupStorageKey": "bpf_cgroup_storage_key",
+}
+
+# Python enum name -> (kernel enum name, prefix stripped from member names).
+ENUMS: dict[str, tuple[str, str]] = {
+    "Cmd": ("bpf_cmd", "BPF_"),
+    "MapType": ("bpf_map_type", "BPF_MAP_TYPE_"),
+    "ProgType": ("bpf_prog_type", "BPF_PROG_TYPE_"),
+    "AttachType": ("bpf_attach_type", "BPF_"),
+    "LinkType": ("bpf_link_type", "BPF_LINK_TYPE_"),
+    "BpfFuncId": ("bpf_func_id", "BPF_FUNC_"),
+    "StatsType": ("bpf_stats_type", "BPF_STATS_"),
+    "TaskFdType": ("bpf_task_fd_type", "BPF_FD_TYPE_"),
+    "CoreReloKind": ("bpf_core_relo_kind", "BPF_CORE_"),
+    "PerfType": ("perf_type_id", "PERF_TYPE_"),
+    "PerfSwId": ("perf_sw_ids", "PERF_COUNT_SW_"),
+    "PerfHwId": ("perf_hw_id", "PERF_COUNT_HW_"),
+    "PerfSampleFormat": ("perf_event_sample_format", "PERF_SAMPLE_"),
+    "PerfRecordType": ("perf_event_type", "PERF_RECORD_"),
+    "XdpAction": ("xdp_action", "XDP_"),
+    "SkAction": ("sk_action", "SK_"),
+}
+
+# Values of anonymous kernel enums worth exporting, by prefix.
+ANON_ENUM_PREFIXES = ("BPF_F_", "BPF_ANY", "BPF_NOEXIST", "BPF_EXIST", "BPF_RINGBUF_", "BPF_RB_",
+                      "BPF_STACK_BUILD_ID_", "BPF_LOCAL_STORAGE_", "BPF_FIB_", "BPF_ADJ_ROOM_",
+                      "BPF_SK_LOOKUP_")
+
+# (header, prefixes of #defines to take). Opcodes (BPF_ALU, BPF_JMP…) stay in pybpf.asm.
+DEFINE_SOURCES: list[tuple[str, tuple[str, ...]]] = [
+    ("linux/bpf.h", ("BPF_F_", "BPF_OBJ_NAME_LEN", "BPF_TAG_SIZE", "BPF_BUILD_ID_SIZE",
+                     "BPF_PSEUDO_", "BPF_LOG_", "BPF_XDP_")),
+    ("linux/perf_event.h", ("PERF_FLAG_", "PERF_EVENT_IOC_", "PERF_ATTR_SIZE_VER", "PERF_MAX_")),
+    ("linux/if_link.h", ("XDP_FLAGS_",)),
+    ("linux/pkt_cls.h", ("TC_ACT_", "TCA_BPF_FLAG_")),
+    ("linux/pkt_sched.h", ("TC_H_",)),
+]
+
+HEADER_DIRS = ["/usr/include", "/usr/include/x86_64-linux-gnu"]
+
+
+def _ioc(direction: int, typ: int, nr: int, size: int) -> int:
+    return (direction << 30) | (size << 16) | (typ << 8) | nr
+
+
+_C_SIZES = {"__u32": 4, "__u64": 8, "__u64 *": 8, "char *": 8, "int": 4, "__s32": 4}
+
+
+def _eval_define(expr: str, known: dict[str, int]) -> int | None:
+    expr = expr.split("/*")[0].split("//")[0].strip()
+    if not expr:
+        return None
+    m = re.fullmatch(r"_IO(W|R|WR)?\s*\(\s*'(.)'\s*,\s*(\w+)\s*(?:,\s*([^)]+))?\)", expr)
+    if m:
+        direction = {None: 0, "W": 1, "R": 2, "WR": 3}[m.group(1)]
+        size = _C_SIZES.get((m.group(4) or "").strip(), 0) if m.group(1) else 0
+        if m.group(1) and not size:
+            return None
+        nr = _eval_define(m.group(3), known)
+        return None if nr is None else _ioc(direction, ord(m.group(2)), nr, size)
+    expr = re.sub(r"\b(0x[0-9a-fA-F]+|\d+)(ULL|UL|U|LL|L)\b", r"\1", expr)
+    try:
+        tree = ast.parse(expr, mode="eval")
+    except SyntaxError:
+        return None
+    ops = {ast.LShift: operator.lshift, ast.RShift: operator.rshift, ast.BitOr: operator.or_,
+           ast.BitAnd: operator.and_, ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul}
+
+    def ev(node: ast.AST) -> int:
+        if isinstance(node, ast.Expression):
+            return ev(node.body)
+        if isinstance(node, ast.Constant) and isinstance(node.value, int):
+            return node.value
+        if isinstance(node, ast.Name) and node.id in known:
+            return known[node.id]
+        if isinstance(node, ast.BinOp) and type(node.op) in ops:
+            return int(ops[type(node.op)](ev(node.left), ev(node.right)))
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Invert):
+            return ~ev(node.operand) & 0xFFFFFFFF
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            return -ev(node.operand)
+        raise ValueError(expr)
+
+    try:
+        return ev(tree)
+    except (ValueError, KeyError):
+        return None
+
+
+def collect_defines() -> dict[str, int]:
+    out: dict[str, int] = {}
+    for header, prefixes in DEFINE_SOURCES:
+        path = next((Path(d) / header for d in HEADER_DIRS if (Path(d) / header).exists()), None)
+        if path is None:
+            raise SystemExit(f"missing {header}: apt-get install linux-libc-dev")
+        for line in path.read_text().splitlines():
+            m = re.match(r"#define\s+([A-Z_][A-Z0-9_]*)\s+(.+)$", line)
+            if not m or not m.group(1).startswith(prefixes):
+                continue
+            value = _eval_define(m.group(2), out)
+            if value is not None:
+                out[m.group(1)] = value
+    return out
+
+
+class Gen:
+    def __init__(self, spec: Spec) -> None:
+        self.spec = spec
+        self.lines: list[str] = []
+        self.emitted: set[str] = set()
+
+    # ctypes expression for a BTF type, emitting nested classes first when needed.
+    def ctype(self, t: Type, hint: str) -> str:
+        raw = t
+        t = t.strip()
+        if isinstance(t, Int):
+            if t.size == 1 and (t.encoding & 2) and not t.signed:
+                return "ctypes.c_char" if t.name == "char" else "ctypes.c_uint8"
+            base = {1: "int8", 2: "int16", 4: "int32", 8: "int64", 16: "int64 * 2"}[t.size]
+            return f"ctypes.c_{'' if t.signed else 'u'}{base}" if t.size != 16 else "ctypes.c_uint64 * 2"
+        if isinstance(t, Enum):
+            return {1: "ctypes.c_uint8", 2: "ctypes.c_uint16", 4: "ctypes.c_uint32", 8: "ctypes.c_uint64"}[t.size]
+        if isinstance(t, Pointer):
+            return "ctypes.c_uint64"
+        if isinstance(t, Array):
+            return f"({self.ctype(t.elem, hint)}) * {t.nelems}"
+        if isinstance(t, Composite):
+            name = hint if not t.name else _camel(t.name)
+            self.composite(name, t)
+            return name
+        raise ValueError(f"cannot map {raw!r} to ctypes")
+
+    def composite(self, pyname: str, t: Composite) -> None:
+        if pyname in self.emitted:
+            return
+        self.emitted.add(pyname)
+        fields: list[str] = []
+        anonymous: list[str] = []
+        pos_bits = 0
+        pad = 0
+        for i, m in enumerate(t.members):
+            mname = m.name or f"_anon{i}"
+            ct = self.ctype(m.type, f"{pyname}_{_camel(m.name) if m.name else f'U{i}'}")
+            if not m.name:
+                anonymous.append(mname)
+            if isinstance(t, Struct):
+                # Insert explicit padding where natural C layout would not put the member.
+                if m.bitfield_size == 0 and m.bit_offset > pos_bits and m.bit_offset % 8 == 0 and pos_bits % 8 == 0:
+                    gap = (m.bit_offset - pos_bits) // 8
+                    natural = _align_up(pos_bits // 8, _ctype_align(m.type))
+                    if natural * 8 != m.bit_offset:
+                        fields.append(f'("_pad{pad}", ctypes.c_uint8 * {gap}),')
+                        pad += 1
+                pos_bits = m.bit_offset + (m.bitfield_size or sizeof(m.type) * 8)
+            if m.bitfield_size:
+                fields.append(f'("{mname}", {ct}, {m.bitfield_size}),')
+            else:
+                fields.append(f'("{mname}", {ct}),')
+        kind = "ctypes.Structure" if isinstance(t, Struct) else "ctypes.Union"
+        out = [f"class {pyname}({kind}):"]
+        out.append(f'    """{"struct" if isinstance(t, Struct) else "union"} {t.name or "(anonymous)"}; {t.size} bytes on the generating kernel."""')
+        if anonymous:
+            out.append(f"    _anonymous_ = ({', '.join(repr(a) for a in anonymous)},)")
+        out.append("    _fields_ = [")
+        out.extend(f"        {f}" for f in fields)
+        out.append("    ]")
+        if isinstance(t, Struct) and t.size:
+            out.append("")
+        self.lines.append("\n".join(out) + "\n\n")
+        self.sizes.append((pyname, t.size))
+
+    sizes: list[tuple[str, int]] = []
+
+
+def _align_up(v: int, a: int) -> int:
+    return (v + a - 1) // a * a
+
+
+def _ctype_align(t: Type) -> int:
+    from pybpf.btf import alignof
+
+    return alignof(t)
+
+
+def _camel(name: str) -> str:
+    return "".join(p[:1].upper() + p[1:] for p in name.strip("_").split("_"))
+
+
+def generate(spec: Spec) -> str:
+    gen = Gen(spec)
+    gen.sizes = []
+    attr = spec.find("bpf_attr", Union)
+    assert isinstance(attr, Union)
+    command_of: dict[str, str] = {}
+    for pyname, (commands, how) in ATTR_COMMANDS.items():
+        how_kind, key = how.split(":")
+        member = None
+        for m in attr.members:
+            inner = m.type.strip()
+            if how_kind == "name" and m.name == key:
+                member = m
+                break
+            if how_kind == "field" and isinstance(inner, Composite) and _has_field(inner, key):
+                member = m
+                break
+        if member is None:
+            print(f"warning: bpf_attr has no member for {pyname}", file=sys.stderr)
+            continue
+        inner = member.type.strip()
+        assert isinstance(inner, Composite)
+        gen.composite(pyname, inner)
+        for c in commands:
+            command_of[c] = pyname
+    for pyname, kname in STRUCTS.items():
+        found = spec.types_by_name(kname, (Struct, Union))
+        if not found:
+            print(f"warning: no struct {kname} in BTF", file=sys.stderr)
+            continue
+        t = found[0]
+        assert isinstance(t, Composite)
+        gen.composite(pyname, t)
+
+    out: list[str] = [
+        '"""The kernel ABI for pybpf: GENERATED by tools/gen_sys.py from kernel BTF and UAPI headers.',
+        "",
+        "Do not edit by hand; run `python3 tools/gen_sys.py` on a newer kernel to extend it.",
+        '"""',
+        "",
+        "# ruff: noqa",
+        "# mypy: ignore-errors",
+        "from __future__ import annotations",
+        "",
+        "import ctypes",
+        "import enum",
+        "",
+        f"GENERATED_FROM_KERNEL = {os.uname().release!r}",
+        "",
+    ]
+    for pyname, (kname, prefix) in ENUMS.items():
+        found = spec.types_by_name(kname, Enum)
+        if not found:
+            print(f"warning: no enum {kname} in BTF", file=sys.stderr)
+            continue
+        e = found[0]
+        assert isinstance(e, Enum)
+        flag = pyname in ("PerfSampleFormat",)
+        out.append(f"class {pyname}(enum.{'IntFlag' if flag else 'IntEnum'}):")
+        out.append(f'    """enum {kname}"""')
+        for v in e.values:
+            member = v.name.removeprefix(prefix)
+            if member[:1].isdigit():
+                member = "_" + member
+            if member.startswith("__") or member.endswith("MAX") and "MAX_" not in member and pyname != "BpfFuncId":
+                if member.startswith("__") or member in ("MAX",):
+                    continue
+            out.append(f"    {member} = {v.value}")
+        out.append("")
+        out.append("")
+    # Anonymous enums' values.
+    consts: dict[str, int] = {}
+    for i in range(1, len(spec)):
+        kind, name_off = spec.raw_kind_and_name(i)
+        if kind not in (6, 19) or name_off:
+            continue
+        e = spec.type(i)
+        assert isinstance(e, Enum)
+        for v in e.values:
+            if v.name.startswith(ANON_ENUM_PREFIXES) and v.name not in consts:
+                consts[v.name] = v.value & 0xFFFFFFFFFFFFFFFF if v.value < 0 else v.value
+    out.append("# Values of anonymous kernel enums (from BTF).")
+    for k in sorted(consts):
+        out.append(f"{k} = {consts[k]:#x}")
+    out.append("")
+    out.append("# #define constants from the UAPI headers (BTF does not carry them).")
+    for k, v in sorted(collect_defines().items()):
+        if k not in consts:
+            out.append(f"{k} = {v:#x}")
+    out.append("")
+    out.append("")
+    out.extend(gen.lines)
+    out.append("# Attribute struct used by each bpf() command (the size passed is its sizeof).")
+    out.append("ATTR_OF_COMMAND: dict[str, type[ctypes.Structure]] = {")
+    for c, pyname in command_of.items():
+        out.append(f"    {c!r}: {pyname},")
+    out.append("}")
+    out.append("")
+    out.append("# Python class -> (kernel type name, size on the generating kernel), checked by tests.")
+    out.append("KERNEL_NAMES: dict[str, tuple[str, int]] = {")
+    for pyname, size in gen.sizes:
+        out.append(f"    {pyname!r}: ({STRUCTS.get(pyname, 'bpf_attr.' + pyname)!r}, {size}),")
+    out.append("}")
+    out.append("")
+    return "\n".join(out)
+
+
+def _has_field(t: Composite, name: str) -> bool:
+    for m in t.members:
+        if m.name == name:
+            return True
+        inner = m.type.strip()
+        if not m.name and isinstance(inner, Composite) and _has_field(inner, name):
+            return True
+    return False
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--btf", default="/sys/kernel/btf/vmlinux")
+    ap.add_argument("-o", "--output", default=str(Path(__file__).resolve().parent.parent / "pybpf/_sys/types.py"))
+    args = ap.parse_args()
+    text = generate(Spec.from_file(args.btf))
+    Path(args.output).write_text(text)
+    print(f"wrote {args.output} ({len(text.splitlines())} lines)")
+
+
+if __name__ == "__main__":
+    main()
