@@ -13,6 +13,7 @@ class FD:
     __slots__ = ("__weakref__", "_fd")
 
     def __init__(self, fd: int) -> None:
+        self._fd = -1
         if fd < 0:
             raise ValueError(f"invalid file descriptor {fd}")
         self._fd = fd

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Install everything pybpf, its tests and its benchmarks need on a fresh Debian machine (as root).
+# Idempotent: re-running skips what is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DEBS=(clang llvm libbpf-dev bpftool bpftrace systemtap-sdt-dev iproute2 linux-libc-dev gcc make)
+missing=()
+for p in "${DEBS[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q >/dev/null
+  apt-get install -y -q "${missing[@]}" >/dev/null
+fi
+
+python3 -m pip install -q --disable-pip-version-check -e ".[dev]" 2>&1 | grep -v -e "WARNING: Running pip as" -e "is ignored: it is neither" || true
+
+# The second kernel (Debian 6.1 under qemu) for the kprobe/fentry/LSM tests.
+if [ -f tools/install-kernel2.sh ] && [ "${PYBPF_SKIP_KERNEL2:-0}" != 1 ]; then
+  bash tools/install-kernel2.sh
+fi
+echo "pybpf installed: $(command -v pybpf)"
