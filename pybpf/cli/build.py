@@ -12,14 +12,24 @@ import click
 @click.command()
 @click.argument("source", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
-    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Object file [default: SOURCE with .o]."
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Object file [default: SOURCE with .o].",
 )
-@click.option("-I", "include", multiple=True, type=click.Path(file_okay=False, path_type=Path), help="Include dir.")
+@click.option(
+    "-I", "include", multiple=True, type=click.Path(file_okay=False, path_type=Path), help="Include dir."
+)
 @click.option("--cflags", multiple=True, help="Extra clang flags (shell-quoted; repeatable).")
 @click.option("--no-cache", is_flag=True, help="Always run clang.")
 @click.option("-v", "--verbose", is_flag=True, help="Print the clang command line.")
 def build(
-    source: Path, output: Path | None, include: tuple[Path, ...], cflags: tuple[str, ...], no_cache: bool, verbose: bool
+    source: Path,
+    output: Path | None,
+    include: tuple[Path, ...],
+    cflags: tuple[str, ...],
+    no_cache: bool,
+    verbose: bool,
 ) -> None:
     """Compile SOURCE (a .bpf.c file) to a BPF object and print its path."""
     from rich.console import Console
@@ -33,7 +43,9 @@ def build(
     target = output if output is not None else _default_output(source)
     try:
         with err.status(f"Compiling {source}", spinner="dots"):
-            result = compile_with_info(source, target, cflags=flags, include=list(include), cache=not no_cache)
+            result = compile_with_info(
+                source, target, cflags=flags, include=list(include), cache=not no_cache
+            )
     except CompileError as exc:
         if verbose:
             err.print(shlex.join(exc.argv), markup=False, soft_wrap=True)
@@ -44,7 +56,9 @@ def build(
         err.print(f"error: {exc}", markup=False, soft_wrap=True)
         sys.exit(1)
     if verbose:
-        err.print(shlex.join(result.argv) + ("  (cached)" if result.cached else ""), markup=False, soft_wrap=True)
+        err.print(
+            shlex.join(result.argv) + ("  (cached)" if result.cached else ""), markup=False, soft_wrap=True
+        )
     if result.warnings:
         sys.stderr.write(result.warnings)
     click.echo(str(result.path))

@@ -103,7 +103,7 @@ def compile_with_info(
     clang = find_clang()
     user_includes = [str(Path(d).resolve()) for d in include]
     include_args = [*user_includes]
-    if _includes_vmlinux_h(src, user_includes):
+    if _includes_vmlinux_h(src, [*user_includes, *_include_dirs_in(cflags)]):
         include_args.append(str(ensure_vmlinux_h().parent))
     include_args += include_dirs()
     flags = [*BASE_CFLAGS, target_arch_define(), *(f"-I{d}" for d in include_args), *cflags]
@@ -202,7 +202,20 @@ def _includes_vmlinux_h(src: Path, user_includes: Sequence[str]) -> bool:
     return False
 
 
-def _find_local_header(name: str, includer_dir: Path, user_includes: Sequence[str], quoted: bool) -> Path | None:
+def _include_dirs_in(cflags: Sequence[str]) -> list[str]:
+    """-I dirs given through cflags (`-Idir` or `-I dir`), absolute."""
+    dirs: list[str] = []
+    for i, flag in enumerate(cflags):
+        if flag == "-I" and i + 1 < len(cflags):
+            dirs.append(os.path.abspath(cflags[i + 1]))
+        elif flag.startswith("-I") and len(flag) > 2:
+            dirs.append(os.path.abspath(flag[2:]))
+    return dirs
+
+
+def _find_local_header(
+    name: str, includer_dir: Path, user_includes: Sequence[str], quoted: bool
+) -> Path | None:
     dirs = [includer_dir, *map(Path, user_includes)] if quoted else list(map(Path, user_includes))
     for directory in dirs:
         candidate = directory / name
@@ -303,4 +316,3 @@ def _write_json(path: Path, data: object) -> None:
     tmp.write_text(json.dumps(data))
     with contextlib.suppress(OSError):
         os.replace(tmp, path)
-

@@ -31,7 +31,9 @@ def kernel_btf_hash(btf: Path = KERNEL_BTF) -> str:
         st = btf.stat()
     except FileNotFoundError:
         raise NotSupportedError(
-            "kernel BTF (/sys/kernel/btf/vmlinux)", "5.4", detail="the kernel was built without CONFIG_DEBUG_INFO_BTF"
+            "kernel BTF (/sys/kernel/btf/vmlinux)",
+            "5.4",
+            detail="the kernel was built without CONFIG_DEBUG_INFO_BTF",
         ) from None
     uname = os.uname()
     stamp = f"{btf}|{uname.release}|{uname.version}|{st.st_size}|{st.st_mtime_ns}"
@@ -109,4 +111,3 @@ def _atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
-

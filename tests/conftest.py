@@ -1,0 +1,219 @@
+"""Shared fixtures for the pybpf test suite (which runs against the real kernel, as root).
+
+- `require_root`: skip unless running as root.
+- `bpf_obj(name)`: compile tests/bpf/<name>.bpf.c (cached across sessions) and return the object path.
+- `c_program(source, name)`: compile a small user-space C program with gcc (-g) into tmp_path.
+- `netns()`: a network namespace with a veth link to a peer namespace (10.200.N.1 <-> 10.200.N.2).
+- bpffs and tracefs are mounted for the session when missing (autouse).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import itertools
+import os
+import shutil
+import signal
+import socket
+import subprocess
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+TESTS_DIR = Path(__file__).resolve().parent
+BPF_SRC_DIR = TESTS_DIR / "bpf"
+
+
+# ----- privileges and kernel filesystems -------------------------------------------------------------------
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+@pytest.fixture
+def require_root() -> None:
+    if not is_root():
+        pytest.skip("needs root (CAP_BPF/CAP_SYS_ADMIN/CAP_NET_ADMIN)")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _kernel_filesystems() -> None:
+    """Mount bpffs and tracefs if they are missing; the VM does not mount them at boot."""
+    if not is_root():
+        return
+    try:
+        from pybpf._sys import mounts
+    except ImportError:  # not written yet: tests needing these filesystems skip on their own
+        return
+    for name in ("ensure_bpffs", "ensure_tracefs"):
+        ensure = getattr(mounts, name, None)
+        if ensure is not None:
+            with contextlib.suppress(OSError):
+                ensure()
+
+
+# ----- BPF objects -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def bpf_obj() -> Callable[[str], Path]:
+    """Factory: bpf_obj("name") compiles tests/bpf/name.bpf.c through pybpf.toolchain (content-hash cached)."""
+    from pybpf.toolchain import compile
+
+    built: dict[str, Path] = {}
+
+    def build(name: str) -> Path:
+        if name not in built:
+            source = BPF_SRC_DIR / f"{name}.bpf.c"
+            if not source.is_file():
+                raise FileNotFoundError(f"no BPF test program {source}")
+            built[name] = compile(source, include=[BPF_SRC_DIR])
+        return built[name]
+
+    return build
+
+
+# ----- user-space C programs -------------------------------------------------------------------------------
+
+
+CProgram = Callable[..., Path]
+
+
+@pytest.fixture
+def c_program(tmp_path: Path) -> CProgram:
+    """Factory: c_program(source_text, name="prog", *, cflags=(), include=()) -> executable path.
+
+    Built with `gcc -g -O0` (so functions are neither inlined nor merged) into tmp_path; add e.g. "-no-pie",
+    "-O2" or "-shared -fPIC" through cflags.
+    """
+    gcc = shutil.which("gcc") or shutil.which("cc")
+    if gcc is None:
+        pytest.skip("gcc is not installed (Debian package gcc)")
+
+    def build(
+        source: str, name: str = "prog", *, cflags: Sequence[str] = (), include: Sequence[str | Path] = ()
+    ) -> Path:
+        src = tmp_path / f"{name}.c"
+        src.write_text(source)
+        out = tmp_path / name
+        argv = [gcc, "-g", "-O0", *(f"-I{d}" for d in include), *cflags, "-o", str(out), str(src)]
+        result = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            pytest.fail(f"gcc failed: {' '.join(argv)}\n{result.stderr}")
+        return out
+
+    return build
+
+
+# ----- network namespaces ----------------------------------------------------------------------------------
+
+_CLONE_NEWNET = 0x40000000
+_netns_counter = itertools.count()
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
+
+
+@dataclass
+class NetNS:
+    """A named network namespace (`ip netns`); `ifname`/`addr` is its end of the veth link to `peer`."""
+
+    name: str
+    ifname: str = ""
+    addr: str = ""
+    prefixlen: int = 24
+    peer: NetNS | None = field(default=None, repr=False)
+
+    @property
+    def path(self) -> str:
+        return f"/run/netns/{self.name}"
+
+    def run(self, *argv: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        """Run a command inside the namespace and capture its output."""
+        return subprocess.run(
+            ["ip", "netns", "exec", self.name, *argv],
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=timeout,
+        )
+
+    def popen(self, *argv: str, **kwargs: Any) -> subprocess.Popen[Any]:
+        """Start a command inside the namespace (subprocess.Popen keywords); the caller waits for it."""
+        proc: subprocess.Popen[Any] = subprocess.Popen(["ip", "netns", "exec", self.name, *argv], **kwargs)
+        return proc
+
+    @contextlib.contextmanager
+    def enter(self) -> Iterator[None]:
+        """Move the calling thread into the namespace (setns) for the block, e.g. to attach XDP by ifindex."""
+        libc = ctypes.CDLL(None, use_errno=True)
+        with open("/proc/thread-self/ns/net", "rb") as home, open(self.path, "rb") as target:
+            if libc.setns(target.fileno(), _CLONE_NEWNET) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, f"setns into {self.name}: {os.strerror(err)}")
+            try:
+                yield
+            finally:
+                if libc.setns(home.fileno(), _CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, f"setns back from {self.name}: {os.strerror(err)}")
+
+    @property
+    def ifindex(self) -> int:
+        """ifindex of `ifname` inside this namespace."""
+        with self.enter():
+            return socket.if_nametoindex(self.ifname)
+
+
+@pytest.fixture
+def netns(require_root: None) -> Iterator[Callable[..., NetNS]]:
+    """Factory: netns(veth=True) -> NetNS, deleted (with its peer) at teardown.
+
+    With veth, the namespace holds `veth0` = 10.200.N.1/24 and `ns.peer` holds `veth1` = 10.200.N.2/24;
+    both are up, as is lo. The host's own network is never touched.
+    """
+    if shutil.which("ip") is None:
+        pytest.skip("iproute2 (`ip`) is not installed")
+    created: list[str] = []
+
+    def add_namespace(name: str) -> None:
+        _ip("netns", "add", name)
+        created.append(name)
+        _ip("-n", name, "link", "set", "lo", "up")
+
+    def make(veth: bool = True) -> NetNS:
+        n = next(_netns_counter)
+        name = f"pybpf-{os.getpid()}-{n}"
+        add_namespace(name)
+        if not veth:
+            return NetNS(name)
+        peer_name = f"{name}-peer"
+        add_namespace(peer_name)
+        subnet = f"10.200.{n % 256}"
+        _ip(
+            "link", "add", "veth0", "netns", name, "type", "veth", "peer", "name", "veth1", "netns", peer_name
+        )
+        _ip("-n", name, "addr", "add", f"{subnet}.1/24", "dev", "veth0")
+        _ip("-n", peer_name, "addr", "add", f"{subnet}.2/24", "dev", "veth1")
+        _ip("-n", name, "link", "set", "veth0", "up")
+        _ip("-n", peer_name, "link", "set", "veth1", "up")
+        peer = NetNS(peer_name, "veth1", f"{subnet}.2")
+        ns = NetNS(name, "veth0", f"{subnet}.1", peer=peer)
+        peer.peer = ns
+        return ns
+
+    yield make
+
+    for name in reversed(created):
+        # Processes a test left in the namespace would keep it (and its veth) alive.
+        pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True).stdout.split()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid), signal.SIGKILL)
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
