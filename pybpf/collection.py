@@ -1,0 +1,571 @@
+"""Load an object's specs into the kernel: BTF, maps, externs, CO-RE, programs; and own the result.
+
+    with pybpf.load("counter.bpf.o", set={"target_pid": 42}) as obj:
+        obj.programs["count"].attach()
+        print(obj.maps["counts"].items())
+
+Everything that depends on the running kernel happens here, never in `pybpf.elf`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from pybpf import asm
+from pybpf._sys import types as T
+from pybpf._sys.fd import FD
+from pybpf.btf import Datasec, Func, Int, Spec, Var, kernel_spec
+from pybpf.btf import types as bt
+from pybpf.elf.collection import CollectionSpec, ExternSpec, VariableSpec
+from pybpf.errors import BPFError, NotSupportedError, ObjectError
+from pybpf.map import Map, MapSpec, RawCodec
+from pybpf.program import Program, ProgramSpec
+
+if TYPE_CHECKING:
+    from pybpf.btf.core import TargetBTF
+    from pybpf.link.base import Link
+
+__all__ = ["Collection", "ObjectFile", "Variable", "load", "open_object"]
+
+_KCONFIG = ".kconfig"
+
+
+# ---- values of variables -----------------------------------------------------------------------------
+
+
+def encode_value(t: bt.Type, value: Any, size: int) -> bytes:
+    """Python value -> bytes for a variable of BTF type t (through the BTF codec when it applies)."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        raw = bytes(value)
+        if len(raw) > size:
+            raise ValueError(f"{len(raw)} bytes do not fit a {size}-byte variable")
+        return raw.ljust(size, b"\0")
+    try:
+        from pybpf.btf.codec import codec_for
+    except ImportError:
+        codec_for = None  # type: ignore[assignment]
+    if codec_for is not None:
+        encode, _ = codec_for(t)
+        return bytes(encode(value))
+    st = t.strip()
+    if isinstance(value, bool):
+        value = int(value)
+    if isinstance(value, int) and isinstance(st, (Int, bt.Enum, bt.Pointer)):
+        signed = isinstance(st, Int) and st.signed or isinstance(st, bt.Enum) and st.signed
+        return value.to_bytes(size, "little", signed=signed and value < 0)
+    if isinstance(value, str):
+        raw = value.encode()
+        if len(raw) >= size:
+            raise ValueError(f"string of {len(raw)} bytes does not fit char[{size}]")
+        return raw.ljust(size, b"\0")
+    raise TypeError(f"cannot encode {value!r} as {t!r}; pass bytes")
+
+
+def decode_value(t: bt.Type, raw: bytes) -> Any:
+    try:
+        from pybpf.btf.codec import codec_for
+    except ImportError:
+        codec_for = None  # type: ignore[assignment]
+    if codec_for is not None:
+        _, decode = codec_for(t)
+        return decode(raw)
+    st = t.strip()
+    if isinstance(st, (Int, bt.Enum)):
+        return int.from_bytes(raw, "little", signed=bool(st.signed))
+    return bytes(raw)
+
+
+@dataclass
+class Variable:
+    """A global variable of a loaded collection. `.value` reads it; assigning writes it (through the
+    map's mmap for .data/.bss, so the program sees it at once). .rodata variables are read-only after load."""
+
+    spec: VariableSpec
+    map: Map
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def raw(self) -> bytes:
+        if self.map.flags & T.BPF_F_MMAPABLE:
+            view = self.map.mmap()
+            return bytes(view[self.spec.offset : self.spec.offset + self.spec.size])
+        value = self.map.lookup(0)
+        data = value if isinstance(value, (bytes, bytearray)) else bytes(value)
+        return bytes(data[self.spec.offset : self.spec.offset + self.spec.size])
+
+    @raw.setter
+    def raw(self, data: bytes) -> None:
+        if self.spec.read_only:
+            raise PermissionError(f"{self.spec.name} is in {self.spec.section}: set it before load "
+                                  "(pybpf.load(..., set={...}) or ObjectFile.set())")
+        if len(data) != self.spec.size:
+            raise ValueError(f"{self.spec.name} takes {self.spec.size} bytes, got {len(data)}")
+        if self.map.flags & T.BPF_F_MMAPABLE:
+            view = self.map.mmap()
+            view[self.spec.offset : self.spec.offset + self.spec.size] = data
+            return
+        current = bytearray(self.map.lookup(0))
+        current[self.spec.offset : self.spec.offset + self.spec.size] = data
+        self.map.update(0, bytes(current))
+
+    @property
+    def value(self) -> Any:
+        return decode_value(self.spec.type, self.raw)
+
+    @value.setter
+    def value(self, v: Any) -> None:
+        self.raw = encode_value(self.spec.type, v, self.spec.size)
+
+    def __repr__(self) -> str:
+        return f"<Variable {self.spec.name} in {self.spec.section} = {self.value!r}>"
+
+
+# ---- kconfig ---------------------------------------------------------------------------------------------
+
+
+_kconfig_cache: dict[str, str] | None = None
+
+
+def kernel_config() -> dict[str, str]:
+    """CONFIG_* of the running kernel from /proc/config.gz or /boot/config-$(uname -r)."""
+    global _kconfig_cache
+    if _kconfig_cache is None:
+        text = ""
+        for path in ("/proc/config.gz", f"/boot/config-{os.uname().release}"):
+            try:
+                if path.endswith(".gz"):
+                    with gzip.open(path, "rt") as f:
+                        text = f.read()
+                else:
+                    with open(path) as f:
+                        text = f.read()
+                break
+            except OSError:
+                continue
+        cfg: dict[str, str] = {}
+        for line in text.splitlines():
+            if line.startswith("CONFIG_") and "=" in line:
+                k, v = line.split("=", 1)
+                cfg[k] = v
+        _kconfig_cache = cfg
+    return _kconfig_cache
+
+
+def kernel_version_code() -> int:
+    """LINUX_KERNEL_VERSION as the kernel computes KERNEL_VERSION(a, b, c) (c capped at 255)."""
+    m = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", os.uname().release)
+    if not m:
+        return 0
+    a, b, c = int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
+    return (a << 16) + (b << 8) + min(c, 255)
+
+
+def _has_syscall_wrapper() -> bool:
+    from pybpf.btf.spec import kernel_spec as ks
+
+    try:
+        return bool(ks().ids_by_name("__x64_sys_getpid") or ks().ids_by_name("__arm64_sys_getpid"))
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _kconfig_value(ext: ExternSpec) -> bytes | None:
+    """The bytes of one kconfig extern, or None when the kernel has no value for it."""
+    t = ext.type.type.strip() if isinstance(ext.type, Var) else ext.type.strip()
+    name = ext.name
+    if name == "LINUX_KERNEL_VERSION":
+        return kernel_version_code().to_bytes(ext.size, "little")
+    if name == "LINUX_HAS_BPF_COOKIE":
+        return (1).to_bytes(ext.size, "little")  # 5.15+: every kernel pybpf supports for links
+    if name == "LINUX_HAS_SYSCALL_WRAPPER":
+        return int(_has_syscall_wrapper()).to_bytes(ext.size, "little")
+    if not name.startswith("CONFIG_"):
+        raise ObjectError(f"unknown kconfig extern {name!r} (only CONFIG_* and LINUX_* are defined)")
+    raw = kernel_config().get(name)
+    if raw is None:
+        return None
+    if isinstance(t, bt.Array):
+        text = raw.strip('"').encode()[: ext.size - 1]
+        return text.ljust(ext.size, b"\0")
+    if raw in ("y", "m", "n"):
+        # bool externs take 1 for y; enum libbpf_tristate takes TRI_YES=1 / TRI_MODULE=2.
+        val = {"y": 1, "m": 2, "n": 0}[raw]
+        if isinstance(t, Int) and t.encoding & bt.IntEncoding.BOOL and raw == "m":
+            raise ObjectError(f"kconfig {name}=m does not fit a bool extern; use enum libbpf_tristate")
+        return val.to_bytes(ext.size, "little")
+    try:
+        num = int(raw, 0)
+    except ValueError:
+        raise ObjectError(f"kconfig {name}={raw} is not a number for a {ext.size}-byte extern")
+    signed = isinstance(t, Int) and t.signed
+    return num.to_bytes(ext.size, "little", signed=signed)
+
+
+# ---- the loaded collection ------------------------------------------------------------------------------
+
+
+class Collection:
+    """Maps, programs and variables of one loaded object. Closing it closes them (links made through
+    `attach_all` are detached first)."""
+
+    def __init__(self, spec: CollectionSpec, btf_fd: FD | None) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.btf_fd = btf_fd
+        self.maps: dict[str, Map] = {}
+        self.programs: dict[str, Program] = {}
+        self.variables: dict[str, Variable] = {}
+        self.links: list[Link] = []
+
+    def attach_all(self, **targets: Any) -> dict[str, BaseException]:
+        """Attach every auto-attachable program (libbpf's auto-attach rules); returns the ones that could
+        not be attached with the reason. Links are owned by the collection."""
+        from pybpf.link.auto import attach_all
+
+        links, failures = attach_all(self.programs.values(), **targets)
+        self.links.extend(links)
+        return failures
+
+    def ringbuf(self, name: str, **kwargs: Any) -> Any:
+        from pybpf.events.ringbuf import RingBuffer
+
+        return RingBuffer(self.maps[name], **kwargs)
+
+    def perfbuf(self, name: str, **kwargs: Any) -> Any:
+        from pybpf.events.perfbuf import PerfBuffer
+
+        return PerfBuffer(self.maps[name], **kwargs)
+
+    def close(self) -> None:
+        from pybpf.link.base import detach_all
+
+        detach_all(self.links)
+        self.links.clear()
+        for p in self.programs.values():
+            p.close()
+        for m in self.maps.values():
+            m.close()
+        if self.btf_fd is not None:
+            self.btf_fd.close()
+            self.btf_fd = None
+
+    def __enter__(self) -> Collection:
+        return self
+
+    def __exit__(self, t: type[BaseException] | None, v: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Collection {self.name}: {len(self.programs)} programs, {len(self.maps)} maps>"
+
+
+# ---- loading ----------------------------------------------------------------------------------------------
+
+
+class ObjectFile:
+    """An opened object file: specs to adjust before loading (libbpf's open phase).
+
+        obj = pybpf.open_object("x.bpf.o")
+        obj.maps["events"].max_entries = 1 << 20
+        obj.programs["slow_path"].autoload = False
+        obj.set("target_pid", 1234)          # .rodata (const volatile) or .data/.bss initial value
+        coll = obj.load()
+    """
+
+    def __init__(self, spec: CollectionSpec) -> None:
+        self.spec = spec
+
+    @property
+    def maps(self) -> dict[str, MapSpec]:
+        return self.spec.maps
+
+    @property
+    def programs(self) -> dict[str, ProgramSpec]:
+        return self.spec.programs
+
+    @property
+    def variables(self) -> dict[str, VariableSpec]:
+        return self.spec.variables
+
+    def set(self, name: str, value: Any) -> None:
+        """Set a global variable's initial value (the only way to set .rodata)."""
+        var = self.spec.variables.get(name)
+        if var is None:
+            known = ", ".join(sorted(self.spec.variables)) or "none"
+            raise KeyError(f"{self.spec.name} has no global variable {name!r} (variables: {known})")
+        raw = encode_value(var.type, value, var.size)
+        mspec = self.spec.maps[var.section]
+        data = bytearray(mspec.data if mspec.data is not None else bytes(mspec.value_size))
+        data[var.offset : var.offset + var.size] = raw
+        mspec.data = bytes(data)
+
+    def load(self, **kwargs: Any) -> Collection:
+        return load_spec(self.spec, **kwargs)
+
+
+def open_object(source: str | os.PathLike[str] | bytes) -> ObjectFile:
+    """Read an object file (no kernel involved): adjust its specs, then `.load()`."""
+    from pybpf.elf import read
+
+    path = os.fspath(source) if not isinstance(source, bytes) else source
+    if isinstance(path, str) and path.endswith(".c"):
+        from pybpf.toolchain import compile as compile_c
+
+        path = str(compile_c(path))
+    return ObjectFile(read(path))
+
+
+def load(
+    source: str | os.PathLike[str] | bytes | CollectionSpec,
+    *,
+    set: Mapping[str, Any] | None = None,  # noqa: A002 - mirrors the CLI's --set
+    max_entries: Mapping[str, int] | None = None,
+    autoload: Mapping[str, bool] | None = None,
+    log_level: int = 0,
+    pin_root: str = "/sys/fs/bpf",
+    targets: TargetBTF | None = None,
+) -> Collection:
+    """Read (or take) an object's specs and load it into the kernel. `.bpf.c` sources are compiled first."""
+    if isinstance(source, CollectionSpec):
+        obj = ObjectFile(source)
+    else:
+        obj = open_object(source)
+    for name, value in (set or {}).items():
+        obj.set(name, value)
+    for name, n in (max_entries or {}).items():
+        if name not in obj.maps:
+            raise KeyError(f"no map {name!r} in {obj.spec.name}")
+        obj.maps[name].max_entries = n
+    for name, flag in (autoload or {}).items():
+        if name not in obj.programs:
+            raise KeyError(f"no program {name!r} in {obj.spec.name}")
+        obj.programs[name].autoload = flag
+    return load_spec(obj.spec, log_level=log_level, pin_root=pin_root, targets=targets)
+
+
+def load_spec(
+    spec: CollectionSpec,
+    *,
+    log_level: int = 0,
+    pin_root: str = "/sys/fs/bpf",
+    targets: TargetBTF | None = None,
+) -> Collection:
+    btf_fd = _load_btf(spec)
+    coll = Collection(spec, btf_fd)
+    try:
+        _create_maps(coll, spec, btf_fd, pin_root)
+        _load_programs(coll, spec, btf_fd, log_level, targets)
+        _fill_contents(coll, spec)
+        for name, vspec in spec.variables.items():
+            if vspec.section in coll.maps:
+                coll.variables[name] = Variable(vspec, coll.maps[vspec.section])
+    except BaseException:
+        coll.close()
+        raise
+    return coll
+
+
+def _load_btf(spec: CollectionSpec) -> FD | None:
+    if spec.btf is None:
+        return None
+    from pybpf.btf import marshal
+
+    features = None
+    try:
+        from pybpf.features import btf_features
+
+        features = btf_features()
+    except ImportError:
+        pass
+    blob = marshal.for_kernel(spec.btf, features, section_sizes=spec.section_sizes,
+                              symbol_offsets=spec.symbol_offsets)
+    return marshal.load_into_kernel(blob)
+
+
+def _create_maps(coll: Collection, spec: CollectionSpec, btf_fd: FD | None, pin_root: str) -> None:
+    kconfig = spec.maps.get(_KCONFIG)
+    if kconfig is not None:
+        data = bytearray(kconfig.value_size)
+        for ext in spec.externs.values():
+            if ext.kind != "kconfig":
+                continue
+            value = _kconfig_value(ext)
+            if value is None:
+                if not ext.weak:
+                    raise ObjectError(f"{spec.name}: the kernel config has no {ext.name}; declare the extern "
+                                      "__weak to accept 0", section=_KCONFIG)
+                continue
+            data[ext.offset : ext.offset + ext.size] = value
+        kconfig.data = bytes(data)
+
+    for key, mspec in spec.maps.items():
+        coll.maps[key] = _create_map(mspec, btf_fd, pin_root)
+
+
+def _btf_ids(mspec: MapSpec) -> tuple[int, int]:
+    kid = mspec.key_type.id if mspec.key_type is not None else 0
+    vid = mspec.value_type.id if mspec.value_type is not None else 0
+    return kid, vid
+
+
+def _create_map(mspec: MapSpec, btf_fd: FD | None, pin_root: str) -> Map:
+    pin_path = os.path.join(pin_root, mspec.name) if mspec.pinning else ""
+    if pin_path and os.path.exists(pin_path):
+        existing = Map.from_pin(pin_path)
+        if (existing.type, existing.key_size, existing.value_size, existing.max_entries) != (
+            mspec.type, mspec.key_size, mspec.value_size, mspec.max_entries):
+            existing.close()
+            raise BPFError(f"pinned map {pin_path} does not match the object's definition of {mspec.name}; "
+                           "remove the pin or fix the definition")
+        return existing
+    inner_fd: FD | None = None
+    inner: Map | None = None
+    if mspec.inner is not None:
+        inner = _create_map(mspec.inner, btf_fd, pin_root="")  # template only
+        inner_fd = inner.fd
+    kid, vid = _btf_ids(mspec)
+    key_codec, value_codec = _codecs(mspec)
+    create_spec = mspec
+    if any(isinstance(v, str) for _, v in mspec.contents):
+        # Slots naming programs or maps are filled once those exist (_fill_contents).
+        create_spec = mspec.copy()
+        create_spec.contents = []
+    try:
+        m = Map.create(create_spec, btf_fd=btf_fd if (kid or vid) else None, btf_key_type_id=kid,
+                       btf_value_type_id=vid, inner_map_fd=inner_fd, key=key_codec, value=value_codec)
+    finally:
+        if inner is not None:
+            inner.close()
+    if pin_path:
+        m.pin(pin_path)
+    return m
+
+
+def _codecs(mspec: MapSpec) -> tuple[Any, Any]:
+    """BTF codecs for keys and values when the object describes them (raw bytes otherwise)."""
+    if mspec.type in (T.MapType.RINGBUF, T.MapType.PERF_EVENT_ARRAY) or isinstance(mspec.value_type, Datasec):
+        # Global data is read through Variables; the value is the whole section.
+        return ("=I" if mspec.key_size == 4 else RawCodec(mspec.key_size)), RawCodec(mspec.value_size)
+    return mspec.key_type, mspec.value_type
+
+
+def _load_programs(coll: Collection, spec: CollectionSpec, btf_fd: FD | None, log_level: int,
+                   targets: TargetBTF | None) -> None:
+    for name, pspec in spec.programs.items():
+        if not pspec.autoload:
+            continue
+        final = _relocate(coll, spec, name, pspec, targets)
+        coll.programs[name] = Program.load(final, btf_fd=btf_fd, log_level=log_level)
+
+
+_target_cache: TargetBTF | None = None
+
+
+def _targets() -> TargetBTF:
+    global _target_cache
+    if _target_cache is None:
+        from pybpf.btf.core import TargetBTF
+
+        _target_cache = TargetBTF.running()
+    return _target_cache
+
+
+def _relocate(coll: Collection, spec: CollectionSpec, name: str, pspec: ProgramSpec,
+              targets: TargetBTF | None) -> ProgramSpec:
+    """A copy of the program with map fds, global data, externs and CO-RE filled in for this kernel."""
+    final = pspec.copy()
+    insns = asm.Instructions(insn.copy() for insn in pspec.instructions)
+    for rel in spec.relocations.get(name, ()):
+        insn = insns[rel.index]
+        if rel.kind in ("map", "map_value", "kconfig"):
+            m = coll.maps.get(rel.target)
+            if m is None:
+                raise ObjectError(f"program {name} refers to map {rel.target!r}, which was not created")
+            insn.imm = (insn.imm & ~0xFFFFFFFF) | int(m.fd) if rel.kind != "map" else int(m.fd)
+        elif rel.kind == "ksym":
+            _relocate_ksym(insn, spec.externs[rel.target])
+        elif rel.kind == "kfunc":
+            _relocate_kfunc(insn, spec.externs[rel.target])
+    relos = spec.core_relos.get(name)
+    if relos:
+        if spec.btf is None:
+            raise ObjectError(f"program {name} has CO-RE relocations but the object has no BTF")
+        from pybpf.btf import core
+
+        tgt = targets or _targets()
+        # Last to first: poisoning an ld_imm64 shifts later instruction indexes.
+        for index, relo in sorted(relos, key=lambda r: r[0], reverse=True):
+            result = core.resolve(relo, spec.btf, tgt)
+            core.apply(insns, index, result)
+    final.instructions = insns
+    return final
+
+
+def _kernel_type_id(name: str, kinds: tuple[type[bt.Type], ...]) -> int:
+    found = [t for t in kernel_spec().types_by_name(name, kinds)]
+    return found[0].id if found else 0
+
+
+def _relocate_ksym(insn: asm.Instruction, ext: ExternSpec) -> None:
+    if ext.typed:
+        tid = _kernel_type_id(ext.name, (Var,))
+        if not tid:
+            if ext.weak:
+                insn.src = 0
+                insn.imm = 0
+                return
+            raise NotSupportedError(f"kernel variable {ext.name} (__ksym)", detail="not in this kernel's BTF")
+        insn.imm = tid  # BTF id in the first slot; BTF object fd 0 (vmlinux) in the second
+        return
+    from pybpf.symbols import kernel_symbols
+
+    try:
+        addr = kernel_symbols().address_of(ext.name)
+    except Exception:  # noqa: BLE001 - absent symbol
+        if ext.weak:
+            insn.imm = 0
+            return
+        raise NotSupportedError(f"kernel symbol {ext.name} (__ksym)", detail="not in /proc/kallsyms")
+    insn.imm = addr
+
+
+def _relocate_kfunc(insn: asm.Instruction, ext: ExternSpec) -> None:
+    tid = _kernel_type_id(ext.name, (Func,))
+    if not tid:
+        if ext.weak:
+            # libbpf poisons calls to missing weak kfuncs; the program must guard them with bpf_ksym_exists.
+            insn.imm = 0
+            return
+        raise NotSupportedError(f"kfunc {ext.name}", detail="not in this kernel's BTF")
+    insn.imm = tid
+    insn.off = 0
+
+
+def _fill_contents(coll: Collection, spec: CollectionSpec) -> None:
+    """Slots of prog arrays and maps of maps that the object initialises (`values = {...}`)."""
+    for key, mspec in spec.maps.items():
+        if not any(isinstance(v, str) for _, v in mspec.contents):
+            continue  # Map.create filled them
+        m = coll.maps[key]
+        for slot, target in mspec.contents:
+            if isinstance(target, str):
+                obj: Program | Map | None = coll.programs.get(target) or coll.maps.get(target)
+                if obj is None:
+                    if target in spec.programs:
+                        continue  # not autoloaded: leave the slot empty, as libbpf does
+                    raise ObjectError(f"map {key} slot {slot} refers to unknown {target!r}")
+                m.update(int(slot).to_bytes(4, "little"), int(obj.fd).to_bytes(4, "little"))
+
+
+
+def programs_of(coll: Collection) -> Iterable[Program]:
+    return coll.programs.values()
