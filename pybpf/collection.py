@@ -386,9 +386,66 @@ def _load_btf(spec: CollectionSpec) -> FD | None:
         features = btf_features()
     except ImportError:
         pass
-    blob = marshal.for_kernel(spec.btf, features, section_sizes=spec.section_sizes,
+    raws = marshal.raw_types(spec.btf)
+    _fixup_ksyms_btf(raws)
+    blob = marshal.for_kernel(raws, features, strings=spec.btf._strings, section_sizes=spec.section_sizes,
                               symbol_offsets=spec.symbol_offsets)
     return marshal.load_into_kernel(blob)
+
+
+def _fixup_ksyms_btf(raws: list[Any]) -> None:
+    """Make extern kfuncs loadable, as libbpf does: the kernel rejects FUNCs with extern linkage and
+    DATASEC entries that are not VARs, so .ksyms FUNC entries point at a stand-in int VAR instead."""
+    from pybpf.btf import marshal
+    from pybpf.btf.types import Kind
+
+    int_id = 0
+    for i, r in enumerate(raws):
+        if not int_id and r.kind == Kind.INT and r.size_type == 4:
+            int_id = i + 1
+    if not int_id:
+        raws.append(marshal.RawType(Kind.INT, "int", 4, 0, False, [(1 << 24) | 32]))
+        int_id = len(raws)
+    for r in raws:
+        if r.kind == Kind.FUNC and r.vlen == 2:  # BTF_FUNC_EXTERN
+            r.vlen = 1  # BTF_FUNC_GLOBAL
+        elif r.kind == Kind.VAR and r.extra and r.extra[0] == 2:  # BTF_VAR_GLOBAL_EXTERN
+            r.extra[0] = 1  # BTF_VAR_GLOBAL_ALLOCATED
+            if _raw_size(raws, int(r.size_type)) == 0:  # typeless ksym (void): the kernel wants a size
+                r.size_type = int_id
+    for r in raws:
+        if r.kind != Kind.DATASEC or r.name != ".ksyms":
+            continue
+        # The kernel wants every DATASEC entry allocated: lay the externs out one after another.
+        offset = 0
+        for j in range(0, len(r.extra), 3):
+            target = raws[int(r.extra[j]) - 1]
+            if target.kind == Kind.FUNC:
+                raws.append(marshal.RawType(Kind.VAR, target.name, int_id, 0, False, [1]))
+                r.extra[j] = len(raws)
+                target = raws[-1]
+            size = _raw_size(raws, target.size_type) or 4
+            r.extra[j + 1] = offset
+            r.extra[j + 2] = size
+            offset += size
+        r.size_type = offset
+
+
+def _raw_size(raws: list[Any], type_id: int) -> int:
+    from pybpf.btf.types import Kind
+
+    for _ in range(32):
+        if type_id == 0:
+            return 0
+        t = raws[type_id - 1]
+        if t.kind in (Kind.INT, Kind.STRUCT, Kind.UNION, Kind.ENUM, Kind.ENUM64, Kind.FLOAT, Kind.DATASEC):
+            return int(t.size_type)
+        if t.kind == Kind.PTR:
+            return 8
+        if t.kind == Kind.ARRAY:
+            return int(t.extra[2]) * _raw_size(raws, int(t.extra[0]))
+        type_id = int(t.size_type)
+    return 0
 
 
 def _create_maps(coll: Collection, spec: CollectionSpec, btf_fd: FD | None, pin_root: str) -> None:
@@ -409,6 +466,15 @@ def _create_maps(coll: Collection, spec: CollectionSpec, btf_fd: FD | None, pin_
 
     for key, mspec in spec.maps.items():
         coll.maps[key] = _create_map(mspec, btf_fd, pin_root)
+
+
+# Map types created without BTF key/value ids, as libbpf does (the kernel refuses or ignores them).
+_NO_BTF_MAP_TYPES = frozenset({
+    T.MapType.PERF_EVENT_ARRAY, T.MapType.CGROUP_ARRAY, T.MapType.STACK_TRACE, T.MapType.ARRAY_OF_MAPS,
+    T.MapType.HASH_OF_MAPS, T.MapType.DEVMAP, T.MapType.DEVMAP_HASH, T.MapType.CPUMAP, T.MapType.XSKMAP,
+    T.MapType.SOCKMAP, T.MapType.SOCKHASH, T.MapType.QUEUE, T.MapType.STACK, T.MapType.RINGBUF,
+    T.MapType.PROG_ARRAY,
+})
 
 
 def _btf_ids(mspec: MapSpec) -> tuple[int, int]:
@@ -432,7 +498,7 @@ def _create_map(mspec: MapSpec, btf_fd: FD | None, pin_root: str) -> Map:
     if mspec.inner is not None:
         inner = _create_map(mspec.inner, btf_fd, pin_root="")  # template only
         inner_fd = inner.fd
-    kid, vid = _btf_ids(mspec)
+    kid, vid = _btf_ids(mspec) if mspec.type not in _NO_BTF_MAP_TYPES else (0, 0)
     key_codec, value_codec = _codecs(mspec)
     create_spec = mspec
     if any(isinstance(v, str) for _, v in mspec.contents):
