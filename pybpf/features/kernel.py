@@ -1,0 +1,44 @@
+"""The running kernel's release and version numbers."""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+
+__all__ = ["kernel_release", "kernel_version", "kernel_version_code", "parse_version"]
+
+
+def parse_version(text: str) -> tuple[int, int, int]:
+    """``"6.18.44-fc-v657"`` -> ``(6, 18, 44)``; missing parts are 0."""
+    m = re.match(r"(\d+)(?:\.(\d+))?(?:\.(\d+))?", text)
+    if m is None:
+        raise ValueError(f"not a kernel version: {text!r}")
+    return int(m.group(1)), int(m.group(2) or 0), int(m.group(3) or 0)
+
+
+@functools.cache
+def kernel_release() -> str:
+    """``uname -r``."""
+    return os.uname().release
+
+
+@functools.cache
+def kernel_version() -> tuple[int, int, int]:
+    """(major, minor, patch) of the running kernel. Ubuntu kernels report their upstream base in
+    /proc/version_signature, which is what LINUX_VERSION_CODE holds there."""
+    try:
+        with open("/proc/version_signature") as f:
+            parts = f.read().split()
+        if len(parts) >= 3:
+            return parse_version(parts[2])
+    except OSError:
+        pass
+    return parse_version(kernel_release())
+
+
+@functools.cache
+def kernel_version_code() -> int:
+    """LINUX_VERSION_CODE of the running kernel (kprobe programs on kernels before 5.0 must pass it)."""
+    major, minor, patch = kernel_version()
+    return (major << 16) | (minor << 8) | min(patch, 255)
