@@ -568,9 +568,10 @@ def _relocate(coll: Collection, spec: CollectionSpec, name: str, pspec: ProgramS
         from pybpf.btf import core
 
         tgt = targets or _targets()
-        # Last to first: poisoning an ld_imm64 shifts later instruction indexes.
-        for index, relo in sorted(relos, key=lambda r: r[0], reverse=True):
-            result = core.resolve(relo, spec.btf, tgt)
+        # Resolve in record order (candidate pruning depends on it, as in libbpf), then patch last to
+        # first: poisoning an ld_imm64 shifts later instruction indexes.
+        results = core.resolve_all([relo for _, relo in relos], spec.btf, tgt)
+        for (index, _), result in sorted(zip(relos, results, strict=True), key=lambda r: r[0][0], reverse=True):
             core.apply(insns, index, result)
     final.instructions = insns
     return final

@@ -105,6 +105,7 @@ _I32 = struct.Struct("<i")
 _U32 = struct.Struct("<I")
 _OBJ_NAME_LEN = T.BPF_OBJ_NAME_LEN  # 16, NUL included
 
+_MAX_NOBITS = 1 << 30  # .bss larger than this cannot be a BPF array value; refuse instead of allocating
 _MAPS_SEC = ".maps"
 _LEGACY_MAPS_SEC = "maps"
 _KCONFIG_SEC = ".kconfig"
@@ -491,6 +492,12 @@ class _Reader:
 
     def _section_data(self, sec: _Section) -> bytes:
         if sec.type == SHT_NOBITS:
+            if sec.size > _MAX_NOBITS:
+                self.fail(
+                    f"zero-filled section of {sec.size} bytes is implausibly large (no BPF map value can hold "
+                    "it); the file is corrupt",
+                    section=sec.name,
+                )
             return bytes(sec.size)
         if sec.offset + sec.size > len(self.data):
             self.fail(
