@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from pybpf import asm
 from pybpf._sys import types as T
 from pybpf._sys.fd import FD
-from pybpf.btf import Datasec, Func, Int, Spec, Var, kernel_spec
+from pybpf.btf import Datasec, Func, Int, Var, kernel_spec
 from pybpf.btf import types as bt
 from pybpf.elf.collection import CollectionSpec, ExternSpec, VariableSpec
 from pybpf.errors import BPFError, NotSupportedError, ObjectError
@@ -57,7 +57,7 @@ def encode_value(t: bt.Type, value: Any, size: int) -> bytes:
     if isinstance(value, bool):
         value = int(value)
     if isinstance(value, int) and isinstance(st, (Int, bt.Enum, bt.Pointer)):
-        signed = isinstance(st, Int) and st.signed or isinstance(st, bt.Enum) and st.signed
+        signed = (isinstance(st, Int) and st.signed) or (isinstance(st, bt.Enum) and st.signed)
         return value.to_bytes(size, "little", signed=signed and value < 0)
     if isinstance(value, str):
         raw = value.encode()
@@ -226,7 +226,7 @@ class Collection:
         self.variables: dict[str, Variable] = {}
         self.links: list[Link] = []
 
-    def attach_all(self, **targets: Any) -> dict[str, BaseException]:
+    def attach_all(self, **targets: Any) -> dict[str, Exception]:
         """Attach every auto-attachable program (libbpf's auto-attach rules); returns the ones that could
         not be attached with the reason. Links are owned by the collection."""
         from pybpf.link.auto import attach_all
@@ -335,10 +335,7 @@ def load(
     targets: TargetBTF | None = None,
 ) -> Collection:
     """Read (or take) an object's specs and load it into the kernel. `.bpf.c` sources are compiled first."""
-    if isinstance(source, CollectionSpec):
-        obj = ObjectFile(source)
-    else:
-        obj = open_object(source)
+    obj = ObjectFile(source) if isinstance(source, CollectionSpec) else open_object(source)
     for name, value in (set or {}).items():
         obj.set(name, value)
     for name, n in (max_entries or {}).items():
@@ -381,9 +378,9 @@ def _load_btf(spec: CollectionSpec) -> FD | None:
 
     features = None
     try:
-        from pybpf.features import btf_features
+        from pybpf.features import kernel_btf_features
 
-        features = btf_features()
+        features = kernel_btf_features()
     except ImportError:
         pass
     raws = marshal.raw_types(spec.btf)
@@ -601,6 +598,8 @@ def _relocate_ksym(insn: asm.Instruction, ext: ExternSpec) -> None:
         if ext.weak:
             insn.imm = 0
             return
+        raise NotSupportedError(f"kernel symbol {ext.name} (__ksym)", detail="not in /proc/kallsyms")
+    if addr is None:
         raise NotSupportedError(f"kernel symbol {ext.name} (__ksym)", detail="not in /proc/kallsyms")
     insn.imm = addr
 

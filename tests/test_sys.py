@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pybpf._sys import FD, bpf_fd, types as T
+from pybpf._sys import FD, bpf_fd
+from pybpf._sys import types as T
 from pybpf.btf import Composite, Union, kernel_spec, sizeof
 from pybpf.errors import BPFError
 
@@ -79,7 +80,7 @@ def test_generated_enums_match_kernel_btf() -> None:
 
 def test_generator_reproduces_committed_file() -> None:
     """Regenerating on the kernel that generated the file gives the same text (the file is not hand-edited)."""
-    if T.GENERATED_FROM_KERNEL != os.uname().release:
+    if os.uname().release != T.GENERATED_FROM_KERNEL:
         pytest.skip(f"types.py was generated on {T.GENERATED_FROM_KERNEL}, this is {os.uname().release}")
     spec = importlib.util.spec_from_file_location("gen_sys", ROOT / "tools" / "gen_sys.py")
     assert spec and spec.loader

@@ -339,9 +339,8 @@ def generate(spec: Spec) -> str:
             member = v.name.removeprefix(prefix)
             if member[:1].isdigit():
                 member = "_" + member
-            if member.startswith("__") or member.endswith("MAX") and "MAX_" not in member and pyname != "BpfFuncId":
-                if member.startswith("__") or member in ("MAX",):
-                    continue
+            if member.startswith("__") or member == "MAX":  # enum bounds, not values
+                continue
             out.append(f"    {member} = {v.value}")
         out.append("")
         out.append("")

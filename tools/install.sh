@@ -16,7 +16,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -q "${missing[@]}" >/dev/null
 fi
 
-python3 -m pip install -q --disable-pip-version-check -e ".[dev]" 2>&1 | grep -v -e "WARNING: Running pip as" -e "is ignored: it is neither" || true
+python3 -m pip install -q --disable-pip-version-check --config-settings editable_mode=compat -e ".[dev]" 2>&1 | grep -v -e "WARNING: Running pip as" -e "is ignored: it is neither" || true
 
 # The second kernel (Debian 6.1 under qemu) for the kprobe/fentry/LSM tests.
 if [ -f tools/install-kernel2.sh ] && [ "${PYBPF_SKIP_KERNEL2:-0}" != 1 ]; then

@@ -92,7 +92,7 @@ def load(obj: str, sets: tuple[str, ...], log_level: int) -> None:
             mtype = m.type.name.lower() if hasattr(m.type, "name") else str(m.type)
             maps.add_row(key, mtype, str(m.key_size), str(m.value_size), str(m.max_entries), hex(m.flags))
         console.print(maps)
-    for name, exc in failures.items():
-        err_console.print(f"[red]program {name}:[/] {exc}")
+    for name, failure in failures.items():
+        err_console.print(f"[red]program {name}:[/] {failure}")
     if failures:
         sys.exit(1)
