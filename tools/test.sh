@@ -14,7 +14,7 @@ rc=$?
 [ $rc -eq 5 ] && { echo "pytest collected no tests"; rc=1; }
 [ $rc -ne 0 ] && status=1
 
-if [ "${PYBPF_SKIP_KERNEL2:-0}" != 1 ] && python3 -c "import pybpf.vmtest" 2>/dev/null; then
+if [ "${PYBPF_SKIP_KERNEL2:-0}" != 1 ] && python3 -c "import pybpf.cli.vmtest" 2>/dev/null; then
   echo "== pytest -m kernel2 on Debian 6.1 (qemu)"
   pybpf vmtest --debian 6.1 -- python3 -m pytest -q -rs -m kernel2 -p no:cacheprovider "$@"
   rc=$?
