@@ -1,0 +1,385 @@
+"""`pybpf prog|map|link`: inspect what is loaded in the kernel (like `bpftool prog/map/link`)."""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import enum
+import errno
+import json
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import click
+
+from pybpf._sys import FD, bpf, bpf_errno, bpf_fd
+from pybpf._sys import types as T
+from pybpf.errors import BPFError
+
+# ---- kernel object walking ------------------------------------------------------------------------------
+
+
+def object_ids(cmd: T.Cmd) -> Iterator[int]:
+    """Ids of every program/map/link/BTF (BPF_*_GET_NEXT_ID), ascending."""
+    current = 0
+    while True:
+        attr = T.GetIdAttr(start_id=current)
+        ret = bpf_errno(cmd, attr)
+        if ret == -errno.ENOENT:
+            return
+        if ret < 0:
+            raise BPFError(f"cannot list ids ({os.strerror(-ret)}); needs CAP_SYS_ADMIN", -ret, cmd.name)
+        current = attr.next_id
+        yield current
+
+
+def btf_by_id(btf_id: int) -> Any:
+    """The BTF object `btf_id` as a pybpf.btf.Spec (module BTF is split on top of vmlinux)."""
+    from pybpf import btf
+
+    with bpf_fd(T.Cmd.BTF_GET_FD_BY_ID, T.GetIdAttr(btf_id=btf_id), f"BTF id {btf_id}") as fd:
+        info = T.BtfInfo()
+        attr = T.InfoByFdAttr(bpf_fd=int(fd), info_len=ctypes.sizeof(info), info=ctypes.addressof(info))
+        bpf(T.Cmd.OBJ_GET_INFO_BY_FD, attr, "BTF info")
+        buf = ctypes.create_string_buffer(info.btf_size)
+        size, kernel = info.btf_size, info.kernel_btf
+        info = T.BtfInfo(btf=ctypes.addressof(buf), btf_size=size)
+        attr = T.InfoByFdAttr(bpf_fd=int(fd), info_len=ctypes.sizeof(info), info=ctypes.addressof(info))
+        bpf(T.Cmd.OBJ_GET_INFO_BY_FD, attr, "BTF data")
+    data = buf.raw[:size]
+    if kernel:
+        base = btf.kernel_spec()
+        if data == base.data:
+            return base
+        return btf.Spec(data, base)
+    return btf.Spec(data)
+
+
+def jsonable(value: Any) -> Any:
+    """A decoded map value (ints, bytes, BTF structs, lists) as plain JSON data."""
+    if isinstance(value, enum.Enum):
+        return value.name
+    if isinstance(value, bool | int | float | str) or value is None:
+        return value
+    if isinstance(value, bytes | bytearray | memoryview):
+        return [f"0x{b:02x}" for b in bytes(value)]
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if hasattr(value, "_asdict"):
+        return {k: jsonable(v) for k, v in value._asdict().items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, ctypes.Structure):
+        return {name: jsonable(getattr(value, name)) for name, *_ in value._fields_}
+    slots = getattr(type(value), "__slots__", None)
+    if slots:
+        return {s: jsonable(getattr(value, s)) for s in slots if not s.startswith("_")}
+    if hasattr(value, "__dict__"):
+        return {k: jsonable(v) for k, v in vars(value).items() if not k.startswith("_")}
+    return repr(value)
+
+
+def _type_name(t: Any) -> str:
+    return t.name.lower() if isinstance(t, enum.Enum) else str(t)
+
+
+def _emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2))
+
+
+def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*(str(c) for c in row))
+    Console().print(table)
+
+
+def _fail(exc: Exception) -> click.ClickException:
+    return click.ClickException(str(exc))
+
+
+# ---- programs ----------------------------------------------------------------------------------------------
+
+
+def _prog_record(prog: Any) -> dict[str, Any]:
+    info = prog.info()
+    return {
+        "id": info.id, "name": info.name, "type": _type_name(info.type), "tag": info.tag,
+        "gpl_compatible": info.gpl_compatible, "insn_count": info.insn_count, "xlated_size": info.xlated_size,
+        "jited_size": info.jited_size, "map_ids": list(info.map_ids), "btf_id": info.btf_id,
+        "loaded_at_ns": info.load_time_ns, "uid": info.created_by_uid, "run_cnt": info.run_cnt,
+        "run_time_ns": info.run_time_ns, "verified_insns": info.verified_insns,
+    }
+
+
+def _programs() -> Iterator[dict[str, Any]]:
+    from pybpf.program import Program
+
+    for prog_id in object_ids(T.Cmd.PROG_GET_NEXT_ID):
+        try:
+            with Program.from_id(prog_id) as prog:
+                yield _prog_record(prog)
+        except BPFError as exc:
+            if exc.errno != errno.ENOENT:  # unloaded between the two calls
+                raise
+
+
+@click.group()
+def prog() -> None:
+    """Inspect loaded BPF programs."""
+
+
+@prog.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def prog_list(as_json: bool) -> None:
+    """Every loaded program."""
+    try:
+        records = list(_programs())
+    except BPFError as exc:
+        raise _fail(exc) from exc
+    if as_json:
+        _emit_json(records)
+        return
+    _table("programs", ["id", "type", "name", "tag", "insns", "maps", "btf"],
+           [[r["id"], r["type"], r["name"], r["tag"], r["insn_count"], ",".join(map(str, r["map_ids"])),
+             r["btf_id"] or ""] for r in records])
+
+
+@prog.command("show")
+@click.argument("prog_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def prog_show(prog_id: int, as_json: bool) -> None:
+    """Details of program PROG_ID."""
+    from pybpf.program import Program
+
+    try:
+        with Program.from_id(prog_id) as p:
+            record = _prog_record(p)
+    except BPFError as exc:
+        raise _fail(exc) from exc
+    if as_json:
+        _emit_json(record)
+        return
+    _table(f"program {prog_id}", ["field", "value"], [[k, v] for k, v in record.items()])
+
+
+def _annotate(insns: Any, fd: FD) -> None:
+    """Put function names and source lines (from the program's BTF func/line info) on the instructions."""
+    info = T.ProgInfo()
+    attr = T.InfoByFdAttr(bpf_fd=int(fd), info_len=ctypes.sizeof(info), info=ctypes.addressof(info))
+    bpf(T.Cmd.OBJ_GET_INFO_BY_FD, attr, "program info")
+    if not info.btf_id or not (info.nr_line_info or info.nr_func_info):
+        return
+    n_lines, line_size, n_funcs, func_size = (info.nr_line_info, info.line_info_rec_size, info.nr_func_info,
+                                              info.func_info_rec_size)
+    lines = ctypes.create_string_buffer(max(n_lines * line_size, 1))
+    funcs = ctypes.create_string_buffer(max(n_funcs * func_size, 1))
+    info = T.ProgInfo(nr_line_info=n_lines, line_info_rec_size=line_size, line_info=ctypes.addressof(lines),
+                      nr_func_info=n_funcs, func_info_rec_size=func_size, func_info=ctypes.addressof(funcs))
+    attr = T.InfoByFdAttr(bpf_fd=int(fd), info_len=ctypes.sizeof(info), info=ctypes.addressof(info))
+    bpf(T.Cmd.OBJ_GET_INFO_BY_FD, attr, "program line info")
+    spec = btf_by_id(info.btf_id)
+    by_slot: dict[int, Any] = {}
+    slot = 0
+    for insn in insns:
+        by_slot[slot] = insn
+        slot += insn.size
+    for i in range(n_funcs):
+        func = T.FuncInfo.from_buffer_copy(funcs.raw, i * func_size)
+        if func.insn_off in by_slot:
+            by_slot[func.insn_off].symbol = spec.type(func.type_id).name
+    for i in range(n_lines):
+        rec = T.LineInfo.from_buffer_copy(lines.raw, i * line_size)
+        if rec.insn_off in by_slot and rec.line_off:
+            text = spec.string(rec.line_off).strip()
+            if text:
+                by_slot[rec.insn_off].source = text
+
+
+@prog.command("dump")
+@click.argument("prog_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (one object per instruction).")
+def prog_dump(prog_id: int, as_json: bool) -> None:
+    """Disassemble the kernel's (xlated) instructions of PROG_ID, with source lines when it has line info."""
+    from pybpf import asm
+    from pybpf.program import Program
+
+    try:
+        with Program.from_id(prog_id) as p:
+            insns = p.xlated()
+            try:
+                _annotate(insns, p.fd)
+            except BPFError:
+                pass  # no BTF access: plain disassembly
+    except BPFError as exc:
+        raise _fail(exc) from exc
+    if as_json:
+        out = []
+        slot = 0
+        for insn in insns:
+            out.append({"slot": slot, "opcode": insn.opcode, "dst": insn.dst, "src": insn.src, "off": insn.off,
+                        "imm": insn.imm, "disasm": asm.format_instruction(insn), "source": insn.source,
+                        "function": insn.symbol})
+            slot += insn.size
+        _emit_json(out)
+        return
+    for line in asm.disassemble_lines(insns):
+        click.echo(line)
+
+
+# ---- maps --------------------------------------------------------------------------------------------------
+
+
+def _map_record(m: Any) -> dict[str, Any]:
+    info = m.info()
+    return {
+        "id": info.id, "name": info.name, "type": _type_name(info.type), "key_size": info.key_size,
+        "value_size": info.value_size, "max_entries": info.max_entries, "flags": info.flags,
+        "btf_id": info.btf_id, "frozen": info.frozen, "memlock": info.memlock,
+    }
+
+
+def _open_map(ref: str) -> Any:
+    """A Map from an id, a bpffs path or a name (the first map with that name)."""
+    from pybpf.map import Map
+
+    if ref.isdigit():
+        return Map.from_id(int(ref))
+    if "/" in ref:
+        return Map.from_pin(ref)
+    for map_id in object_ids(T.Cmd.MAP_GET_NEXT_ID):
+        try:
+            m = Map.from_id(map_id)
+        except BPFError:
+            continue
+        if m.info().name == ref:
+            return m
+        m.close()
+    raise click.ClickException(f"no loaded map named {ref!r} (see `pybpf map list`)")
+
+
+def _typed(m: Any) -> bool:
+    """Decode keys/values through the map's BTF when it has some. False: raw bytes."""
+    info = m.info()
+    if not info.btf_id or not (info.btf_key_type_id or info.btf_value_type_id):
+        return False
+    try:
+        spec = btf_by_id(info.btf_id)
+        m.set_codec(key=spec.type(info.btf_key_type_id) if info.btf_key_type_id else None,
+                    value=spec.type(info.btf_value_type_id) if info.btf_value_type_id else None)
+    except (BPFError, ValueError, TypeError):
+        return False
+    return True
+
+
+@click.group("map")
+def map_() -> None:
+    """Inspect BPF maps."""
+
+
+@map_.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def map_list(as_json: bool) -> None:
+    """Every map in the kernel."""
+    from pybpf.map import Map
+
+    records = []
+    try:
+        for map_id in object_ids(T.Cmd.MAP_GET_NEXT_ID):
+            try:
+                with Map.from_id(map_id) as m:
+                    records.append(_map_record(m))
+            except BPFError as exc:
+                if exc.errno != errno.ENOENT:
+                    raise
+    except BPFError as exc:
+        raise _fail(exc) from exc
+    if as_json:
+        _emit_json(records)
+        return
+    _table("maps", ["id", "type", "name", "key", "value", "max_entries", "flags", "btf"],
+           [[r["id"], r["type"], r["name"], r["key_size"], r["value_size"], r["max_entries"], hex(r["flags"]),
+             r["btf_id"] or ""] for r in records])
+
+
+@map_.command("show")
+@click.argument("ref")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def map_show(ref: str, as_json: bool) -> None:
+    """Details of a map (REF: id, name or bpffs path)."""
+    try:
+        with _open_map(ref) as m:
+            record = _map_record(m)
+    except BPFError as exc:
+        raise _fail(exc) from exc
+    if as_json:
+        _emit_json(record)
+        return
+    _table(f"map {record['id']}", ["field", "value"], [[k, v] for k, v in record.items()])
+
+
+@map_.command("dump")
+@click.argument("ref")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: [{key, value}] decoded through BTF.")
+def map_dump(ref: str, as_json: bool) -> None:
+    """Every entry of a map (REF: id, name or bpffs path); values decoded through its BTF when it has some."""
+    try:
+        with _open_map(ref) as m:
+            _typed(m)
+            entries = [{"key": jsonable(k), "value": jsonable(v)} for k, v in m.items()]
+    except BPFError as exc:
+        raise _fail(exc) from exc
+    if as_json:
+        _emit_json(entries)
+        return
+    _table(f"map {ref}", ["key", "value"],
+           [[json.dumps(e["key"]), json.dumps(e["value"])] for e in entries])
+
+
+# ---- links -------------------------------------------------------------------------------------------------
+
+
+@click.group()
+def link() -> None:
+    """Inspect BPF links."""
+
+
+def _links() -> Iterator[dict[str, Any]]:
+    for link_id in object_ids(T.Cmd.LINK_GET_NEXT_ID):
+        try:
+            fd = bpf_fd(T.Cmd.LINK_GET_FD_BY_ID, T.GetIdAttr(link_id=link_id), f"link id {link_id}")
+        except BPFError as exc:
+            if exc.errno == errno.ENOENT:
+                continue
+            raise
+        with fd:
+            info = T.LinkInfo()
+            attr = T.InfoByFdAttr(bpf_fd=int(fd), info_len=ctypes.sizeof(info), info=ctypes.addressof(info))
+            bpf(T.Cmd.OBJ_GET_INFO_BY_FD, attr, "link info")
+        try:
+            kind: str = T.LinkType(info.type).name.lower()
+        except ValueError:
+            kind = str(info.type)
+        yield {"id": info.id, "type": kind, "prog_id": info.prog_id}
+
+
+@link.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def link_list(as_json: bool) -> None:
+    """Every BPF link."""
+    try:
+        records = list(_links())
+    except BPFError as exc:
+        raise _fail(exc) from exc
+    if as_json:
+        _emit_json(records)
+        return
+    _table("links", ["id", "type", "prog_id"], [[r["id"], r["type"], r["prog_id"]] for r in records])
