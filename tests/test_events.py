@@ -1,0 +1,184 @@
+"""Ring buffer, perf buffer and trace_pipe readers against the real kernel (tests/bpf/events_seq.bpf.c)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import pybpf.collection as pc
+from pybpf.events import RingBuffer, RingBufferGroup, TracePipe, dropped_count
+from pybpf.events.trace_pipe import parse_line
+
+pytestmark = pytest.mark.usefixtures("require_root")
+
+CTX = bytes(8)  # raw_tp test_run context (unused by the programs)
+
+
+def expected(i: int) -> dict[str, Any]:
+    return {"seq": i, "neg": -i, "color": ["RED", "GREEN", "BLUE"][i % 3], "in_": {"a": 1000 + i, "b": -(i & 0x7F)},
+            "arr": [i, 2 * i, 3 * i], "flag": i & 1, "level": i & 7, "sbf": i % 8 - 4, "name": f"ev{i % 10}",
+            "ok": i % 2 == 0}
+
+
+def check(ev: Any, i: int) -> None:
+    want = expected(i)
+    got = ev.asdict()
+    assert got["color"] == ev.color
+    assert ev.color.name == want.pop("color") and ev.color == i % 3
+    got.pop("color")
+    assert got == want
+
+
+@pytest.fixture
+def load(bpf_obj: Callable[[str], Path]) -> Iterator[Callable[..., Any]]:
+    opened: list[Any] = []
+
+    def make(**values: int) -> Any:
+        coll = pc.load(bpf_obj("events_seq"), set=values)
+        opened.append(coll)
+        return coll
+
+    yield make
+    for c in opened:
+        c.close()
+
+
+def test_ringbuf_iterator_skips_discarded(load: Callable[..., Any]) -> None:
+    coll = load(count=12, discard_every=4)
+    with coll.ringbuf("rb", type="event") as rb:
+        assert list(rb.events(timeout=0)) == []
+        coll.programs["emit_ringbuf"].test_run(ctx=CTX)
+        evs = list(rb.events(timeout=0.05))
+        kept = [i for i in range(12) if i % 4 != 3]
+        assert [e.seq for e in evs] == kept
+        for ev, i in zip(evs, kept, strict=True):
+            check(ev, i)
+        assert rb.records_read == len(kept) and rb.records_discarded == 3
+        assert rb.available == 0
+
+
+def test_ringbuf_callback_and_raw(load: Callable[[], Any]) -> None:
+    coll = load()
+    seen: list[Any] = []
+    with coll.ringbuf("rb", type="event") as rb:
+        coll.programs["emit_ringbuf"].test_run(ctx=CTX)
+        assert rb.poll(1.0, seen.append) == 10
+        assert [e.seq for e in seen] == list(range(10))
+        assert rb.poll(0.01, seen.append) == 0
+    with coll.ringbuf("rb") as raw:  # no type: bytes
+        coll.programs["emit_ringbuf"].test_run(ctx=CTX)
+        recs = raw.read()
+        assert len(recs) == 10 and all(isinstance(r, bytes) and len(r) == 56 for r in recs)
+        assert int.from_bytes(recs[3][:8], "little") == 3
+
+
+def test_ringbuf_async(load: Callable[[], Any]) -> None:
+    coll = load()
+
+    async def main() -> list[int]:
+        with coll.ringbuf("rb", type="event") as rb:
+            loop = asyncio.get_running_loop()
+            # Emit after the consumer is already waiting, so the wake-up goes through the event loop.
+            loop.call_later(0.05, lambda: coll.programs["emit_ringbuf"].test_run(ctx=CTX))
+            out: list[int] = []
+            async for ev in rb.aiter(timeout=0.5):
+                check(ev, len(out))
+                out.append(ev.seq)
+            return out
+
+    assert asyncio.run(main()) == list(range(10))
+
+
+def test_ringbuf_batch_numpy(load: Callable[..., Any]) -> None:
+    coll = load(count=20, discard_every=5)
+    with coll.ringbuf("rb", type="event") as rb:
+        coll.programs["emit_ringbuf"].test_run(ctx=CTX)
+        arr = rb.read_batch()
+        kept = [i for i in range(20) if i % 5 != 4]
+        assert arr["seq"].tolist() == kept
+        assert arr["neg"].tolist() == [-i for i in kept]
+        assert arr["in_"]["a"].tolist() == [1000 + i for i in kept]
+        assert arr["arr"][:, 2].tolist() == [3 * i for i in kept]
+        assert arr["name"].tolist() == [f"ev{i % 10}".encode() for i in kept]
+        assert rb.records_discarded == 4
+        assert len(rb.read_batch()) == 0
+
+
+def test_ringbuf_overfill_counts_drops(load: Callable[..., Any]) -> None:
+    coll = load(count=200)
+    with coll.ringbuf("small_rb", type="event") as rb:
+        coll.programs["emit_small"].test_run(ctx=CTX)
+        got = rb.read()
+        dropped = dropped_count(coll)
+        assert dropped is not None and dropped > 0
+        assert len(got) + dropped == 200
+        # 64 bytes per record with its header; the kernel never lets the ring fill completely.
+        assert len(got) == 4096 // 64 - 1
+        assert [e.seq for e in got] == list(range(len(got)))
+
+
+def test_ringbuf_group(load: Callable[..., Any]) -> None:
+    coll = load(count=3)
+    with coll.ringbuf("rb", type="event") as a, coll.ringbuf("small_rb", type="event") as b, \
+            RingBufferGroup([a, b]) as group:
+        coll.programs["emit_ringbuf"].test_run(ctx=CTX)
+        coll.programs["emit_small"].test_run(ctx=CTX)
+        seen = [(rb.name, ev.seq) for rb, ev in group.events(timeout=0.05)]
+        assert sorted(seen) == [("rb", i) for i in range(3)] + [("small_rb", i) for i in range(3)]
+
+
+def test_ringbuf_rejects_other_maps(load: Callable[[], Any]) -> None:
+    coll = load()
+    with pytest.raises(Exception, match="not a RINGBUF"):
+        RingBuffer(coll.maps["pb"])
+
+
+def test_perfbuf_iterator_and_callback(load: Callable[..., Any]) -> None:
+    coll = load(count=10)
+    with coll.perfbuf("pb", type="event") as pb:
+        coll.programs["emit_perf"].test_run(ctx=CTX)
+        evs = list(pb.events(timeout=0.05))
+        assert [e.seq for e in evs] == list(range(10))
+        for ev, i in zip(evs, range(10), strict=True):
+            check(ev, i)
+        seen: list[Any] = []
+        coll.programs["emit_perf"].test_run(ctx=CTX)
+        assert pb.poll(1.0, seen.append) == 10 and [e.seq for e in seen] == list(range(10))
+        assert pb.records_read == 20 and pb.lost == 0
+
+
+def test_perfbuf_lost_and_wraparound(load: Callable[..., Any]) -> None:
+    coll = load(count=300)
+    with coll.perfbuf("pb", type="event", pages=1) as pb:
+        prog = coll.programs["emit_perf"]
+        total = 0
+        for _ in range(5):  # several fills wrap the 4 KiB ring at different offsets
+            prog.test_run(ctx=CTX)
+            evs = pb.read()
+            assert [e.seq for e in evs] == list(range(len(evs)))
+            total += len(evs)
+        # The kernel reports a ring's losses with its next successful output.
+        assert pb.lost > 0
+        assert total + pb.lost <= 5 * 300
+
+
+def test_trace_pipe(load: Callable[[], Any]) -> None:
+    coll = load()
+    with TracePipe() as tp:
+        coll.programs["emit_printk"].test_run(ctx=CTX)
+        found = [ev for ev in tp.events(timeout=1.0) if "pybpf-trace-test" in ev.message]
+        assert found and found[0].message.endswith("pybpf-trace-test 4242")
+        assert found[0].pid > 0 and found[0].timestamp > 0
+
+
+def test_trace_line_parsing() -> None:
+    ev = parse_line("   python3-1234  [001] d..31  1234.567890: bpf_trace_printk: hello world")
+    assert ev is not None
+    assert (ev.task, ev.pid, ev.cpu, ev.flags, ev.timestamp, ev.function, ev.message) == (
+        "python3", 1234, 1, "d..31", 1234.56789, "bpf_trace_printk", "hello world")
+    ev = parse_line("  kworker/0:1-a-99 [000] 5.000001: bpf_trace_printk: x")
+    assert ev is not None and ev.task == "kworker/0:1-a" and ev.pid == 99 and ev.flags == ""
