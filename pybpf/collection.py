@@ -385,9 +385,19 @@ def _load_btf(spec: CollectionSpec) -> FD | None:
         pass
     raws = marshal.raw_types(spec.btf)
     _fixup_ksyms_btf(raws)
+    _hide_functions(raws, {name for _, name in spec.hidden_symbols})
     blob = marshal.for_kernel(raws, features, strings=spec.btf._strings, section_sizes=spec.section_sizes,
                               symbol_offsets=spec.symbol_offsets)
     return marshal.load_into_kernel(blob)
+
+
+def _hide_functions(raws: list[Any], hidden: set[str]) -> None:
+    """Global functions with hidden visibility become static in the kernel's BTF, as libbpf does."""
+    from pybpf.btf.types import Kind
+
+    for r in raws:
+        if r.kind == Kind.FUNC and r.vlen == 1 and r.name in hidden:
+            r.vlen = 0  # BTF_FUNC_STATIC
 
 
 def _fixup_ksyms_btf(raws: list[Any]) -> None:

@@ -564,6 +564,11 @@ class _Reader:
         """(section, symbol) -> value for variables, as libbpf's DATASEC fix-up and map lookup need."""
         secs = self.sections
         for sym in self.symbols:
+            if sym.type == STT_FUNC and sym.bind != STB_LOCAL and sym.hidden and 0 < sym.shndx < len(secs):
+                # libbpf loads hidden global functions (e.g. usdt.bpf.h's __weak __hidden helpers) as
+                # static, so the verifier checks them in their caller's context.
+                self.hidden_symbols.add((secs[sym.shndx].name, sym.name))
+                continue
             if sym.type not in (STT_OBJECT, STT_NOTYPE) or not sym.name or not 0 < sym.shndx < len(secs):
                 continue
             key = (secs[sym.shndx].name, sym.name)

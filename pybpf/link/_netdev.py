@@ -1,0 +1,80 @@
+"""Network devices and namespaces for the packet hooks (XDP, tc, sk_lookup): shared by their modules.
+
+Interfaces are named in the network namespace of the calling thread. `in_netns` moves the calling
+thread into another namespace for a block (setns), which is how a hook is attached to a device that
+lives in a namespace the process did not start in; netlink sockets opened inside the block stay bound
+to that namespace for their whole life, so a netlink attachment is undone in the right place later.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno as _errno
+import os
+import socket
+from collections.abc import Iterator
+
+from pybpf._sys.fd import FD
+from pybpf.errors import BPFError
+
+__all__ = ["NETNS_DIR", "in_netns", "open_netns", "resolve_ifindex"]
+
+NETNS_DIR = "/run/netns"  # where `ip netns add` keeps named namespaces
+_CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+NetnsLike = str | os.PathLike[str] | int | FD
+
+
+def open_netns(netns: NetnsLike | None) -> FD:
+    """An fd of a network namespace: None (this thread's), a name from ``ip netns`` ("blue"), a path
+    (/run/netns/blue, /proc/PID/ns/net) or an fd (duplicated; the caller keeps its own)."""
+    if netns is None:
+        path = "/proc/thread-self/ns/net"
+    elif isinstance(netns, (int, FD)):
+        return FD(os.dup(int(netns)))
+    else:
+        text = os.fspath(netns)
+        path = text if "/" in text else os.path.join(NETNS_DIR, text)
+    try:
+        return FD(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+    except FileNotFoundError:
+        raise BPFError(f"no network namespace {path} (list them with `ip netns list`)", _errno.ENOENT) from None
+
+
+def _setns(fd: int, what: str) -> None:
+    if _libc.setns(fd, _CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise BPFError(f"entering network namespace {what} failed (needs CAP_SYS_ADMIN)", err, "setns")
+
+
+@contextlib.contextmanager
+def in_netns(netns: NetnsLike | None) -> Iterator[None]:
+    """Run the block with the calling thread inside `netns` (None: stay where it is)."""
+    if netns is None:
+        yield
+        return
+    with open_netns(netns) as target, open_netns(None) as home:
+        _setns(int(target), str(netns))
+        try:
+            yield
+        finally:
+            _setns(int(home), "of the caller (going back)")
+
+
+def resolve_ifindex(iface: str | int) -> tuple[int, str]:
+    """(ifindex, name) of an interface in the calling thread's network namespace."""
+    if isinstance(iface, int):
+        if iface <= 0:
+            raise ValueError(f"bad interface index {iface}")
+        try:
+            return iface, socket.if_indextoname(iface)
+        except OSError:
+            raise BPFError(f"no network interface with index {iface} in this network namespace",
+                           _errno.ENODEV) from None
+    try:
+        return socket.if_nametoindex(iface), iface
+    except OSError:
+        raise BPFError(f"no network interface {iface!r} in this network namespace (pass netns= when it lives "
+                       "in another one)", _errno.ENODEV) from None

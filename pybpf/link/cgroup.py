@@ -1,0 +1,200 @@
+"""cgroup programs (`SEC("cgroup/connect4")`, `SEC("cgroup_skb/ingress")`, `SEC("sockops")`, ...): run for
+the sockets, packets, devices and sysctls of every process in a cgroup v2 subtree.
+
+A BPF link (``BPF_LINK_CREATE`` on the cgroup fd, Linux 5.7+) is used where it can be: it is removed
+when the fd closes and several programs may share a hook. ``BPF_PROG_ATTACH`` is the fallback, and the
+form used when `flags` are given (``BPF_F_ALLOW_MULTI`` by default there, so other programs stay);
+detaching does ``BPF_PROG_DETACH`` of exactly this program.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from pybpf._sys import types as T
+from pybpf._sys.fd import FD
+from pybpf._sys.syscall import bpf_errno
+from pybpf.errors import BPFError, NotSupportedError
+from pybpf.link.base import Link
+
+if TYPE_CHECKING:
+    from pybpf.program import Program
+
+__all__ = ["CgroupLink", "attach_cgroup", "cgroup2_root", "cgroup_attach_type"]
+
+# Attach types of each cgroup program type: what a program may be attached as when its section did not
+# say (and what an explicit attach_type is checked against).
+_ATTACH_TYPES_BY_PROG: dict[T.ProgType, tuple[T.AttachType, ...]] = {
+    T.ProgType.CGROUP_SKB: (T.AttachType.CGROUP_INET_INGRESS, T.AttachType.CGROUP_INET_EGRESS),
+    T.ProgType.CGROUP_SOCK: (T.AttachType.CGROUP_INET_SOCK_CREATE, T.AttachType.CGROUP_INET_SOCK_RELEASE,
+                             T.AttachType.CGROUP_INET4_POST_BIND, T.AttachType.CGROUP_INET6_POST_BIND),
+    T.ProgType.SOCK_OPS: (T.AttachType.CGROUP_SOCK_OPS,),
+    T.ProgType.CGROUP_DEVICE: (T.AttachType.CGROUP_DEVICE,),
+    T.ProgType.CGROUP_SYSCTL: (T.AttachType.CGROUP_SYSCTL,),
+    T.ProgType.CGROUP_SOCKOPT: (T.AttachType.CGROUP_GETSOCKOPT, T.AttachType.CGROUP_SETSOCKOPT),
+    T.ProgType.CGROUP_SOCK_ADDR: tuple(a for a in T.AttachType if a.name.startswith("CGROUP_") and any(
+        k in a.name for k in ("BIND", "CONNECT", "SENDMSG", "RECVMSG", "GETPEERNAME", "GETSOCKNAME"))
+        and "POST_BIND" not in a.name),
+    T.ProgType.LSM: (T.AttachType.LSM_CGROUP,),
+}
+
+
+class CgroupLink(Link):
+    """A cgroup attachment: `cgroup` (path or "fd N"), `attach_type`, `legacy` True for BPF_PROG_ATTACH."""
+
+    def __init__(self, program: Program, target: str, *, cgroup: str, attach_type: T.AttachType, legacy: bool,
+                 fd: FD | None = None, undo: list[Callable[[], None]] | None = None) -> None:
+        super().__init__(program, "cgroup", target, fd=fd, undo=undo or [])
+        self.cgroup = cgroup
+        self.attach_type = attach_type
+        self.legacy = legacy
+
+
+def cgroup2_root() -> str:
+    """Where the cgroup v2 hierarchy is mounted (/sys/fs/cgroup, or /sys/fs/cgroup/unified in hybrid mode)."""
+    try:
+        with open("/proc/self/mounts") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 3 and parts[2] == "cgroup2":
+                    return parts[1]
+    except OSError:
+        pass
+    raise BPFError("no cgroup v2 hierarchy is mounted (mount -t cgroup2 none /sys/fs/cgroup/unified)", _errno.ENOENT)
+
+
+def cgroup_attach_type(name: str | T.AttachType) -> T.AttachType:
+    """An attach type from its enum name ("CGROUP_INET4_CONNECT") or its section spelling ("connect4",
+    "sock_create", "ingress", "sockops", "dev")."""
+    if isinstance(name, T.AttachType):
+        return name
+    from pybpf.elf.sections import find_section_def
+
+    upper = name.upper().removeprefix("BPF_")
+    for candidate in (upper, "CGROUP_" + upper, "CGROUP_INET_" + upper):
+        if candidate in T.AttachType.__members__:
+            return T.AttachType[candidate]
+    for section in (f"cgroup/{name}", f"cgroup_skb/{name}", name):
+        sec_def = find_section_def(section)
+        if sec_def is not None and sec_def.attach_type is not None:
+            return sec_def.attach_type
+    raise ValueError(f"unknown cgroup attach type {name!r} (e.g. 'connect4', 'sock_create', 'ingress', "
+                     "'egress', 'sockops', 'dev', 'sysctl', 'getsockopt')")
+
+
+def _open_cgroup(cgroup: str | os.PathLike[str] | int | FD) -> tuple[FD, str]:
+    if isinstance(cgroup, (int, FD)):
+        return FD(os.dup(int(cgroup))), f"cgroup fd {int(cgroup)}"
+    path = os.fspath(cgroup)
+    if not os.path.isabs(path) and not os.path.exists(path):
+        path = os.path.join(cgroup2_root(), path)  # "mygroup" means a cgroup under the v2 root
+    try:
+        return FD(os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)), path
+    except FileNotFoundError:
+        raise BPFError(f"no cgroup {path} (cgroup v2 is mounted at {cgroup2_root()})", _errno.ENOENT) from None
+    except NotADirectoryError:
+        raise BPFError(f"{path} is not a cgroup directory", _errno.ENOTDIR) from None
+
+
+def _resolve_attach_type(program: Program, attach_type: str | T.AttachType | None) -> T.AttachType:
+    allowed = _ATTACH_TYPES_BY_PROG.get(program.type) if isinstance(program.type, T.ProgType) else None
+    if allowed is None:
+        kind = getattr(program.type, "name", str(program.type)).lower()
+        raise BPFError(f"program {program.name!r} is a {kind} program, not a cgroup program", _errno.EINVAL)
+    if attach_type is None:
+        if program.attach_type is not None:
+            return program.attach_type
+        if len(allowed) == 1:
+            return allowed[0]
+        names = ", ".join(a.name for a in allowed)
+        raise ValueError(f"program {program.name!r} does not say where it attaches (its section is generic); "
+                         f"pass attach_type= one of {names}")
+    resolved = cgroup_attach_type(attach_type)
+    if resolved not in allowed:
+        kind = getattr(program.type, "name", str(program.type))
+        raise ValueError(f"{resolved.name} is not an attach type of {kind} programs")
+    return resolved
+
+
+def attach_cgroup(
+    program: Program,
+    cgroup: str | os.PathLike[str] | int | FD,
+    attach_type: str | T.AttachType | None = None,
+    flags: int = 0,
+    *,
+    legacy: bool | None = None,
+) -> CgroupLink:
+    """Attach a cgroup program to `cgroup`: a path (absolute, or relative to the cgroup v2 root) or an
+    open fd of the cgroup directory. `attach_type` defaults to the program's section. `flags`
+    (BPF_F_ALLOW_MULTI, BPF_F_ALLOW_OVERRIDE, BPF_F_REPLACE...) select BPF_PROG_ATTACH; so does
+    `legacy=True`. `legacy=False` insists on a BPF link."""
+    kind = _resolve_attach_type(program, attach_type)
+    cg_fd, cg_name = _open_cgroup(cgroup)
+    where = f"{cg_name} ({kind.name.lower()})"
+    try:
+        if legacy is None:
+            legacy = bool(flags) or not _have_cgroup_links()
+        elif legacy is False:
+            if flags:
+                raise ValueError("flags apply to BPF_PROG_ATTACH only; cgroup links always allow several programs")
+            if not _have_cgroup_links():
+                raise NotSupportedError("cgroup BPF links", "5.7", detail=f"cannot attach {program.name!r}; "
+                                        "use legacy=True (BPF_PROG_ATTACH)")
+        if not legacy:
+            attr = T.LinkCreateAttr(prog_fd=int(program.fd), target_fd=int(cg_fd), attach_type=int(kind))
+            ret = bpf_errno(T.Cmd.LINK_CREATE, attr)
+            if ret < 0:
+                _raise_attach_error(program, -ret, where, "BPF_LINK_CREATE")
+            return CgroupLink(program, where, cgroup=cg_name, attach_type=kind, legacy=False, fd=FD(ret))
+        return _prog_attach(program, cg_fd, cg_name, kind, flags or T.BPF_F_ALLOW_MULTI, where)
+    finally:
+        cg_fd.close()  # a link or attachment holds the cgroup itself; _prog_attach keeps its own dup
+
+
+def _have_cgroup_links() -> bool:
+    from pybpf.features import probe_link
+
+    return probe_link("cgroup_link").supported
+
+
+def _raise_attach_error(program: Program, err: int, where: str, command: str) -> None:
+    hints = {
+        _errno.EPERM: "a program attached without BPF_F_ALLOW_MULTI/OVERRIDE is in the way, or run as root",
+        _errno.EINVAL: "the program's expected attach type differs, or the flags conflict with attachments "
+                       "already there",
+        _errno.EBADF: "not a cgroup v2 directory",
+        _errno.EEXIST: "this program is already attached there",
+        _errno.E2BIG: "too many programs on this hook (64 at most)",
+    }
+    hint = hints.get(err, "")
+    raise BPFError(f"attaching {program.name!r} to cgroup {where}" + (f" ({hint})" if hint else "") + " failed",
+                   err, command)
+
+
+def _prog_attach(program: Program, cg_fd: FD, cg_name: str, kind: T.AttachType, flags: int,
+                 where: str) -> CgroupLink:
+    # BPF_PROG_DETACH names the cgroup and, with several programs on the hook, the program: keep both.
+    target = cg_fd.dup()
+    prog = program.fd.dup()
+    attr = T.ProgAttachAttr(target_fd=int(target), attach_bpf_fd=int(prog), attach_type=int(kind),
+                            attach_flags=flags)
+    ret = bpf_errno(T.Cmd.PROG_ATTACH, attr)
+    if ret < 0:
+        target.close()
+        prog.close()
+        _raise_attach_error(program, -ret, where, "BPF_PROG_ATTACH")
+
+    def detach() -> None:
+        try:
+            detach_attr = T.ProgAttachAttr(target_fd=int(target), attach_bpf_fd=int(prog), attach_type=int(kind))
+            ret = bpf_errno(T.Cmd.PROG_DETACH, detach_attr)
+            if ret < 0 and -ret != _errno.ENOENT:  # ENOENT: already detached by someone else
+                raise BPFError(f"detaching {program.name!r} from cgroup {where} failed", -ret, "BPF_PROG_DETACH")
+        finally:
+            target.close()
+            prog.close()
+
+    return CgroupLink(program, where, cgroup=cg_name, attach_type=kind, legacy=True, undo=[detach])
