@@ -17,6 +17,7 @@ import ctypes
 import dataclasses
 import errno as _errno
 import functools
+import gc
 import mmap as _mmap
 import os
 import re
@@ -414,21 +415,27 @@ CodecLike = Any  # None | str | ctypes type | Codec | btf.Type
 
 
 def _btf_codec(t: BtfType) -> Codec:
+    """Plain integers become struct codecs (bulk fast paths); everything else goes through
+    pybpf.btf.codec (structs as namedtuples, enums, char arrays as str, ...)."""
     from pybpf.btf import Int, sizeof
 
     size = sizeof(t)
-    try:
-        from pybpf.btf.codec import codec_for  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        codec_for = None
-    if codec_for is not None:
-        enc, dec = codec_for(t)
-        return FuncCodec(size, enc, dec, name=t.name or repr(t))
     inner = t.strip()
     if isinstance(inner, Int) and inner.size in (1, 2, 4, 8) and not inner.bit_offset and inner.bits == inner.size * 8:
         code = {1: "b", 2: "h", 4: "i", 8: "q"}[inner.size]
         return StructCodec("=" + (code if inner.signed else code.upper()))
-    return RawCodec(size)
+    try:
+        from pybpf.btf.codec import codec_for
+    except ImportError:
+        return RawCodec(size)
+    enc, dec = codec_for(t)
+    return FuncCodec(size, enc, dec, name=t.name or repr(t))
+
+
+def _is_datasec(t: BtfType) -> bool:
+    from pybpf.btf import Datasec
+
+    return isinstance(t, Datasec)
 
 
 def make_codec(spec: CodecLike, size: int, role: str = "value") -> Codec:
@@ -631,12 +638,16 @@ class Map:
         self._kenc = self.key_codec.encode
         self._kdec = self.key_codec.decode
         vc = self.value_codec
+        # Values are decoded straight out of the map's reused buffer: the built-in codecs copy, codecs
+        # from elsewhere get bytes so that they can keep what they are given.
+        self._vdec_one: Callable[[Buffer], Any] = (
+            vc.decode if isinstance(vc, _BaseCodec) else (lambda data: vc.decode(bytes(data))))
         if self.percpu:
             self._venc: Callable[[Any], bytes] = self._encode_percpu
             self._vdec: Callable[[Buffer], Any] = self._decode_percpu
         else:
             self._venc = vc.encode
-            self._vdec = _scalar_decoder(vc) or vc.decode
+            self._vdec = _scalar_decoder(vc) or self._vdec_one
         # Writers straight into the shared buffers: struct.pack_into for one-number struct codecs (no
         # intermediate bytes, no Python frame); otherwise encode() and copy. Callers retry through
         # encode() on struct.error/TypeError so raw bytes and the codec's error messages still work.
@@ -677,7 +688,7 @@ class Map:
 
     def _decode_percpu(self, data: Buffer) -> list[Any]:
         view = memoryview(data)
-        dec = self.value_codec.decode
+        dec = self._vdec_one
         stride = self._stride
         size = self.value_size
         return [dec(view[i * stride:i * stride + size]) for i in range(self.ncpus)]
@@ -698,6 +709,17 @@ class Map:
     ) -> Map:
         """Create the map in the kernel, fill it with spec.data/spec.contents and freeze it if asked."""
         spec = _fixup_spec(spec)
+        # BTF types from the spec decode keys and values, except a DATASEC (.data/.bss/.rodata maps): those
+        # stay raw bytes, read and written per variable by the collection.
+        if key is None and spec.key_type is not None:
+            key = spec.key_type
+        if value is None and spec.value_type is not None and not _is_datasec(spec.value_type):
+            value = spec.value_type
+        # Check explicit codecs before the kernel object exists.
+        if key is not None:
+            make_codec(key, spec.key_size, "key")
+        if value is not None:
+            make_codec(value, spec.value_size, "value")
         inner_owned: Map | None = None
         if spec.type in MAP_IN_MAP_TYPES and inner_map_fd is None:
             if spec.inner is None:
@@ -722,18 +744,16 @@ class Map:
             try:
                 fd = bpf_fd(T.Cmd.MAP_CREATE, attr, "map")
             except BPFError as exc:
-                if exc.errno == _errno.EINVAL and name and _older_than("4.15"):
-                    attr.map_name[:] = bytes(len(attr.map_name))  # names came in 4.15
-                    fd = bpf_fd(T.Cmd.MAP_CREATE, attr, "map")
-                else:
+                if not (exc.errno == _errno.EINVAL and name and _older_than("4.15")):
                     raise _create_error(spec, exc.errno or 0, btf_fd is not None) from None
+                attr.map_name[:] = bytes(len(attr.map_name))  # names came in 4.15
+                try:
+                    fd = bpf_fd(T.Cmd.MAP_CREATE, attr, "map")
+                except BPFError as again:
+                    raise _create_error(spec, again.errno or 0, btf_fd is not None) from None
         finally:
             if inner_owned is not None:
                 inner_owned.close()
-        if key is None and spec.key_type is not None:
-            key = spec.key_type
-        if value is None and spec.value_type is not None:
-            value = spec.value_type
         try:
             m = cls(fd, type=spec.type, key_size=spec.key_size, value_size=spec.value_size,
                     max_entries=spec.max_entries, flags=spec.flags, name=name, map_extra=spec.map_extra,
@@ -760,8 +780,11 @@ class Map:
             self.freeze()
 
     @classmethod
-    def from_fd(cls, fd: FD, *, key: CodecLike = None, value: CodecLike = None) -> Map:
-        """Wrap an fd of an existing map (the Map takes ownership of fd)."""
+    def from_fd(cls, fd: FD | int, *, key: CodecLike = None, value: CodecLike = None) -> Map:
+        """Wrap an fd of an existing map. An `FD` is taken over; a raw int is duplicated (the caller keeps
+        its own)."""
+        if not isinstance(fd, FD):
+            return cls._wrap_new_fd(FD(os.dup(fd)), key, value)
         info = _raw_info(int(fd))
         m = cls(fd, type=info.type, key_size=info.key_size, value_size=info.value_size,
                 max_entries=info.max_entries, flags=info.map_flags, name=_c_name(info.name),
@@ -1072,40 +1095,50 @@ class Map:
         laddr = ctypes.byref(lattr)
         cur_addr = ctypes.addressof(cur_arr)
 
-        def successor(prev: bytes | None) -> bytes | None:
-            if prev is None:
-                nattr.key = 0
-            else:
-                cur_buf[:] = prev
-                nattr.key = cur_addr
-            if _syscall(NR_BPF, _NEXT_KEY, naddr, _ELEM_SIZE) == 0:
-                return bytes(next_buf)
+        dedupe = self.type not in ARRAY_TYPES
+        seen: set[bytes] = set()
+        restarts = 0
+
+        def first() -> bytes | None:
+            nattr.key = 0
+            ret = _syscall(NR_BPF, _NEXT_KEY, naddr, _ELEM_SIZE)
             err = _get_errno()
+            nattr.key = cur_addr
+            if ret == 0:
+                return bytes(next_buf)
             if err == ENOENT:
                 return None
             raise self._error("get_next_key", _NEXT_KEY, err)
 
-        def gone(k: bytes) -> bool:
-            cur_buf[:] = k
-            return _syscall(NR_BPF, _LOOKUP, laddr, _ELEM_SIZE) < 0 and _get_errno() == ENOENT
+        def after_failure(err: int, prev: bytes) -> bytes | None:
+            """get_next_key(prev) failed with err: the end of the map, or prev was deleted (restart)."""
+            nonlocal restarts
+            if err != ENOENT:
+                raise self._error("get_next_key", _NEXT_KEY, err)
+            cur_buf[:] = prev
+            if not dedupe or _syscall(NR_BPF, _LOOKUP, laddr, _ELEM_SIZE) == 0 or _get_errno() != ENOENT:
+                return None  # prev is still there: this was the last key
+            restarts += 1
+            if restarts > self.max_entries + 1:
+                raise BPFError(f"iterating map {self.name!r}: keys keep disappearing, gave up after "
+                               f"{restarts} restarts", _errno.EAGAIN, "BPF_MAP_GET_NEXT_KEY")
+            return first()
 
-        dedupe = self.type not in ARRAY_TYPES
-        seen: set[bytes] = set()
-        restarts = 0
-        cur = successor(None)
+        cur = first()
         while cur is not None:
-            nxt = successor(cur)
-            if nxt is None and dedupe and gone(cur):
-                restarts += 1
-                if restarts > self.max_entries + 1:
-                    raise BPFError(f"iterating map {self.name!r}: keys keep disappearing, gave up after "
-                                   f"{restarts} restarts", _errno.EAGAIN, "BPF_MAP_GET_NEXT_KEY")
-                nxt = successor(None)
+            # Fetch the successor before handing cur out, so deleting cur costs nothing.
+            cur_buf[:] = cur
+            nxt: bytes | None
+            if _syscall(NR_BPF, _NEXT_KEY, naddr, _ELEM_SIZE) == 0:
+                nxt = bytes(next_buf)
+            else:
+                nxt = after_failure(_get_errno(), cur)
             if dedupe:
-                if cur in seen:
+                size = len(seen)
+                seen.add(cur)
+                if len(seen) == size:  # produced before a restart
                     cur = nxt
                     continue
-                seen.add(cur)
             yield cur
             cur = nxt
 
@@ -1158,13 +1191,24 @@ class Map:
         up to 8, times the number of possible CPUs). `count` caps the number of entries, `chunk` is how
         many the kernel copies per call. Raises NotSupportedError for map types without batch support.
         """
+        total = self._batch_total(count)
+        keys = bytearray(total * self.key_size)
+        vals = bytearray(total * self._value_buf_size)
+        n = self._batch_fill(keys, vals, total, count is not None, delete, chunk)
+        del keys[n * self.key_size:]
+        del vals[n * self._value_buf_size:]
+        return keys, vals, n
+
+    def _batch_total(self, count: int | None) -> int:
+        return self.max_entries if count is None else max(0, min(count, self.max_entries))
+
+    def _batch_fill(self, keys: bytearray, vals: bytearray, total: int, capped: bool, delete: bool,
+                    chunk: int) -> int:
+        """Fill keys/vals through batch calls of up to `chunk` entries; returns the number of entries."""
+        if total == 0:
+            return 0
         ks = self.key_size
         vs = self._value_buf_size
-        total = self.max_entries if count is None else min(count, self.max_entries)
-        keys = bytearray(total * ks)
-        vals = bytearray(total * vs)
-        if total == 0:
-            return keys, vals, 0
         karr = (ctypes.c_char * len(keys)).from_buffer(keys)
         varr = (ctypes.c_char * len(vals)).from_buffer(vals)
         kbase = ctypes.addressof(karr)
@@ -1187,14 +1231,14 @@ class Map:
                 attr.values = vbase + n * vs
                 attr.count = want
                 ret = _syscall(NR_BPF, cmd, addr, _BATCH_SIZE)
-                got = attr.count
+                err = _get_errno() if ret < 0 else 0
+                got: int = attr.count
                 n += got
                 if ret < 0:
-                    err = _get_errno()
                     if err == ENOENT:
                         break
                     if err == _errno.ENOSPC and got == 0:
-                        if count is not None and want < step:
+                        if capped and want < step:
                             break  # the cap falls inside a hash bucket
                         step *= 2  # a hash bucket holds more entries than one chunk
                         if step > 1 << 26:
@@ -1208,9 +1252,7 @@ class Map:
                 tok.reverse()
         finally:
             del karr, varr
-        del keys[n * ks:]
-        del vals[n * vs:]
-        return keys, vals, n
+        return n
 
     def batch_lookup(self, count: int | None = None, delete: bool = False, *,
                      chunk: int = DEFAULT_BATCH_CHUNK) -> list[tuple[Any, Any]]:
@@ -1220,7 +1262,7 @@ class Map:
             keys, vals, n = self.lookup_batch_raw(count, delete=delete, chunk=chunk)
         except NotSupportedError:
             return self._batch_lookup_slow(count, delete)
-        return list(zip(self._decode_keys(keys, n), self._decode_values(vals, n), strict=True))
+        return _pairs(self._decode_keys(keys, n), self._decode_values(vals, n))
 
     def _batch_lookup_slow(self, count: int | None, delete: bool) -> list[tuple[Any, Any]]:
         out: list[tuple[Any, Any]] = []
@@ -1394,6 +1436,19 @@ class Map:
 
 _BATCH_TYPES = frozenset({MapType.HASH, MapType.PERCPU_HASH, MapType.LRU_HASH, MapType.LRU_PERCPU_HASH,
                           MapType.ARRAY, MapType.PERCPU_ARRAY})
+
+
+def _pairs(keys: list[Any], values: list[Any]) -> list[tuple[Any, Any]]:
+    """list(zip(keys, values)) without the cyclic GC scanning the growing list on the way: a million
+    tuples otherwise trigger collections that cost a fifth of the work. zip of two lists is one C call
+    that holds the GIL, so no other thread can observe the collector being off."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return list(zip(keys, values))  # noqa: B905 - equal lengths by construction
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _fixup_spec(spec: MapSpec) -> MapSpec:
