@@ -170,12 +170,10 @@ def kernel_version_code() -> int:
 
 
 def _has_syscall_wrapper() -> bool:
-    from pybpf.btf.spec import kernel_spec as ks
+    # kallsyms, as libbpf checks (6.1's BTF lacks the __x64_sys_* wrappers even where they exist).
+    from pybpf.link.ksyscall import has_syscall_wrapper
 
-    try:
-        return bool(ks().ids_by_name("__x64_sys_getpid") or ks().ids_by_name("__arm64_sys_getpid"))
-    except Exception:  # noqa: BLE001
-        return False
+    return has_syscall_wrapper()
 
 
 def _kconfig_value(ext: ExternSpec) -> bytes | None:
@@ -537,6 +535,11 @@ def _load_programs(coll: Collection, spec: CollectionSpec, btf_fd: FD | None, lo
         if not pspec.autoload:
             continue
         final = _relocate(coll, spec, name, pspec, targets)
+        if final.type in (T.ProgType.TRACING, T.ProgType.LSM, T.ProgType.EXT) and not final.attach_btf_id:
+            # tp_btf/fentry/fexit/fmod_ret/lsm/iter name their target by kernel BTF id at load time.
+            from pybpf.link.tracing import resolve_attach_btf
+
+            resolve_attach_btf(final)
         coll.programs[name] = Program.load(final, btf_fd=btf_fd, log_level=log_level)
 
 

@@ -87,6 +87,8 @@ STRUCTS: dict[str, str] = {
     "BpfSpinLock": "bpf_spin_lock",
     "BpfTimer": "bpf_timer",
     "CgroupStorageKey": "bpf_cgroup_storage_key",
+    "IterLinkInfo": "bpf_iter_link_info",
+    "CoreReloRecord": "bpf_core_relo",
 }
 
 # Python enum name -> (kernel enum name, prefix stripped from member names).
@@ -107,6 +109,7 @@ ENUMS: dict[str, tuple[str, str]] = {
     "PerfRecordType": ("perf_event_type", "PERF_RECORD_"),
     "XdpAction": ("xdp_action", "XDP_"),
     "SkAction": ("sk_action", "SK_"),
+    "CgroupIterOrder": ("bpf_cgroup_iter_order", "BPF_CGROUP_ITER_"),
 }
 
 # Values of anonymous kernel enums worth exporting, by prefix.

@@ -570,6 +570,15 @@ class SkAction(enum.IntEnum):
     PASS = 1
 
 
+class CgroupIterOrder(enum.IntEnum):
+    """enum bpf_cgroup_iter_order"""
+    ORDER_UNSPEC = 0
+    SELF_ONLY = 1
+    DESCENDANTS_PRE = 2
+    DESCENDANTS_POST = 3
+    ANCESTORS_UP = 4
+
+
 # Values of anonymous kernel enums (from BTF).
 BPF_ADJ_ROOM_ENCAP_L2_MASK = 0xff
 BPF_ADJ_ROOM_ENCAP_L2_SHIFT = 0x38
@@ -1965,6 +1974,54 @@ class CgroupStorageKey(ctypes.Structure):
 
 
 
+class IterLinkInfo_Map(ctypes.Structure):
+    """struct (anonymous); 4 bytes on the generating kernel."""
+    _fields_ = [
+        ("map_fd", ctypes.c_uint32),
+    ]
+
+
+
+class IterLinkInfo_Cgroup(ctypes.Structure):
+    """struct (anonymous); 16 bytes on the generating kernel."""
+    _fields_ = [
+        ("order", ctypes.c_uint32),
+        ("cgroup_fd", ctypes.c_uint32),
+        ("cgroup_id", ctypes.c_uint64),
+    ]
+
+
+
+class IterLinkInfo_Task(ctypes.Structure):
+    """struct (anonymous); 12 bytes on the generating kernel."""
+    _fields_ = [
+        ("tid", ctypes.c_uint32),
+        ("pid", ctypes.c_uint32),
+        ("pid_fd", ctypes.c_uint32),
+    ]
+
+
+
+class IterLinkInfo(ctypes.Union):
+    """union bpf_iter_link_info; 16 bytes on the generating kernel."""
+    _fields_ = [
+        ("map", IterLinkInfo_Map),
+        ("cgroup", IterLinkInfo_Cgroup),
+        ("task", IterLinkInfo_Task),
+    ]
+
+
+class CoreReloRecord(ctypes.Structure):
+    """struct bpf_core_relo; 16 bytes on the generating kernel."""
+    _fields_ = [
+        ("insn_off", ctypes.c_uint32),
+        ("type_id", ctypes.c_uint32),
+        ("access_str_off", ctypes.c_uint32),
+        ("kind", ctypes.c_uint32),
+    ]
+
+
+
 # Attribute struct used by each bpf() command (the size passed is its sizeof).
 ATTR_OF_COMMAND: dict[str, type[ctypes.Structure]] = {
     'BPF_MAP_CREATE': MapCreateAttr,
@@ -2043,4 +2100,6 @@ KERNEL_NAMES: dict[str, tuple[str, int]] = {
     'BpfSpinLock': ('bpf_spin_lock', 4),
     'BpfTimer': ('bpf_timer', 16),
     'CgroupStorageKey': ('bpf_cgroup_storage_key', 16),
+    'IterLinkInfo': ('bpf_iter_link_info', 16),
+    'CoreReloRecord': ('bpf_core_relo', 16),
 }

@@ -14,7 +14,6 @@ import os
 import threading
 import weakref
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -205,11 +204,27 @@ def detach_all(links: Iterable[Link] | None = None, workers: int = 16) -> list[B
         except Exception as exc:  # noqa: BLE001
             errors.append(exc)
         return errors
-    with ThreadPoolExecutor(max_workers=min(workers, len(todo))) as pool:
-        for fut in [pool.submit(lk.detach) for lk in todo]:
-            failure = fut.exception()
-            if failure is not None:
-                errors.append(failure)
+    # Plain threads, not an executor: this also runs from atexit, where executors refuse new work.
+    lock = threading.Lock()
+    pending = list(todo)
+
+    def worker() -> None:
+        while True:
+            with lock:
+                if not pending:
+                    return
+                link = pending.pop()
+            try:
+                link.detach()
+            except Exception as exc:  # noqa: BLE001 - collect, keep detaching the rest
+                with lock:
+                    errors.append(exc)
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(min(workers, len(todo)))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
     return errors
 
 

@@ -1,0 +1,154 @@
+"""BPF iterators (`SEC("iter/task")`, `SEC("iter/bpf_map_elem")`, ...).
+
+An iterator program is attached with BPF_LINK_CREATE (attach type TRACE_ITER); map, cgroup and task
+iterators take their target in `iter_info` (``union bpf_iter_link_info``). Each BPF_ITER_CREATE on the
+link gives a fresh file whose reads run the program over the kernel objects: `IterLink.read()` returns
+the whole output, `.lines()` yields it line by line, `.open()` gives the file itself.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno as _errno
+import io
+import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from pybpf._sys import types as T
+from pybpf._sys.fd import FD
+from pybpf._sys.syscall import bpf_errno, bpf_fd
+from pybpf.errors import BPFError, NotSupportedError
+from pybpf.link.base import Link
+
+if TYPE_CHECKING:
+    from pybpf.program import Program
+
+__all__ = ["CGROUP_ITER_ORDERS", "IterLink", "attach_iter"]
+
+
+class _IterLinkInfo(ctypes.Structure):
+    """Stand-in for ``union bpf_iter_link_info`` until tools/gen_sys.py generates it (T.IterLinkInfo):
+    the union's members flattened to the offsets they occupy (16 bytes)."""
+
+    _fields_ = [
+        ("map_fd_or_order_or_tid", ctypes.c_uint32),  # map.map_fd | cgroup.order | task.tid
+        ("cgroup_fd_or_pid", ctypes.c_uint32),  # cgroup.cgroup_fd | task.pid
+        ("cgroup_id_or_pid_fd", ctypes.c_uint64),  # cgroup.cgroup_id | task.pid_fd (low half)
+    ]
+
+
+# enum bpf_cgroup_iter_order, by the names bpftool uses (stand-in until generated).
+CGROUP_ITER_ORDERS = {"self_only": 1, "descendants_pre": 2, "descendants_post": 3, "ancestors_up": 4}
+_READ_CHUNK = 64 * 1024
+
+
+class IterLink(Link):
+    """An attached iterator. Every `read()`/`lines()`/`open()` runs the iteration afresh."""
+
+    def open(self) -> io.FileIO:
+        """A new iterator file (BPF_ITER_CREATE), positioned at the start; the caller closes it."""
+        fd = self._link_fd("iterate")
+        new = bpf_fd(T.Cmd.ITER_CREATE, T.IterCreateAttr(link_fd=int(fd)), f"iterator {self.target}")
+        return io.FileIO(new.detach(), "rb", closefd=True)
+
+    def read(self) -> bytes:
+        """The whole output of one iteration."""
+        chunks = []
+        with self.open() as f:
+            while True:
+                try:
+                    chunk = f.read(_READ_CHUNK)
+                except OSError as exc:
+                    raise BPFError(f"reading iterator {self.target} failed", exc.errno or 0, "read") from None
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        return b"".join(chunks)
+
+    def lines(self, encoding: str = "utf-8") -> Iterator[str]:
+        """The output of one iteration, line by line (without the newlines), decoded as it is read."""
+        with self.open() as f:
+            pending = b""
+            while True:
+                try:
+                    chunk = f.read(_READ_CHUNK)
+                except OSError as exc:
+                    raise BPFError(f"reading iterator {self.target} failed", exc.errno or 0, "read") from None
+                if not chunk:
+                    break
+                pending += chunk
+                *complete, pending = pending.split(b"\n")
+                for line in complete:
+                    yield line.decode(encoding, "replace")
+            if pending:
+                yield pending.decode(encoding, "replace")
+
+
+def _fd_of(obj: Any) -> int:
+    fd = getattr(obj, "fd", obj)
+    return int(fd)
+
+
+def attach_iter(
+    program: Program,
+    *,
+    map: Any = None,
+    cgroup: str | os.PathLike[str] | int | None = None,
+    order: str | int = "descendants_pre",
+    tid: int = 0,
+    pid: int = 0,
+    pid_fd: int = 0,
+) -> IterLink:
+    """Attach an iterator program. `map` (a Map or map fd) for map element iterators
+    (``iter/bpf_map_elem``, ``iter/bpf_sk_storage_map``, ``iter/sockmap``); `cgroup` (path or fd) and
+    `order` for ``iter/cgroup``; `tid`, `pid` or `pid_fd` to restrict ``iter/task*`` to one task or process.
+    """
+    attach_type = program.attach_type if program.attach_type is not None else (
+        program.spec.attach_type if program.spec is not None else None)
+    if program.type != T.ProgType.TRACING or attach_type not in (T.AttachType.TRACE_ITER, None):
+        raise BPFError(f"program {program.name!r} is not an iterator program (SEC(\"iter/...\"))", _errno.EINVAL)
+    info_type: type[ctypes.Structure] = getattr(T, "IterLinkInfo", _IterLinkInfo)
+    info: ctypes.Structure | None = None
+    cg_fd = -1
+    spec_target = program.spec.attach_to if program.spec is not None else ""
+    target = f"iter/{spec_target}" if spec_target else "iter"
+    if map is not None:
+        info = _IterLinkInfo(map_fd_or_order_or_tid=_fd_of(map))
+        target += f" map fd {_fd_of(map)}"
+    elif cgroup is not None:
+        if isinstance(order, str):
+            try:
+                order = CGROUP_ITER_ORDERS[order]
+            except KeyError:
+                raise ValueError(f"unknown cgroup iterator order {order!r}; one of {', '.join(CGROUP_ITER_ORDERS)}")
+        if isinstance(cgroup, int):
+            fd = cgroup
+        else:
+            cg_fd = fd = os.open(os.fspath(cgroup), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        info = _IterLinkInfo(map_fd_or_order_or_tid=order, cgroup_fd_or_pid=fd)
+        target += f" cgroup {cgroup}"
+    elif tid or pid or pid_fd:
+        info = _IterLinkInfo(map_fd_or_order_or_tid=tid, cgroup_fd_or_pid=pid, cgroup_id_or_pid_fd=pid_fd)
+        target += f" tid {tid}" if tid else (f" pid {pid}" if pid else f" pidfd {pid_fd}")
+    if info is not None and info_type is not _IterLinkInfo:
+        info = info_type.from_buffer_copy(bytes(info).ljust(ctypes.sizeof(info_type), b"\0"))
+    attr = T.LinkCreateAttr(prog_fd=int(program.fd), attach_type=int(T.AttachType.TRACE_ITER))
+    if info is not None:
+        attr.iter_info = ctypes.addressof(info)
+        attr.iter_info_len = ctypes.sizeof(info)
+    try:
+        ret = bpf_errno(T.Cmd.LINK_CREATE, attr)
+    finally:
+        if cg_fd >= 0:
+            os.close(cg_fd)
+    if ret < 0:
+        err = -ret
+        if err == _errno.EINVAL and info is not None and (tid or pid or pid_fd):
+            raise NotSupportedError("task iterator targets (tid/pid/pid_fd)", "6.1", err,
+                                    detail=f"cannot attach {program.name!r}")
+        if err == _errno.EINVAL and cgroup is not None:
+            raise NotSupportedError("cgroup iterators", "6.1", err, detail=f"cannot attach {program.name!r}")
+        hint = " (map iterators need map=, other iterators must not get one)" if err == _errno.EINVAL else ""
+        raise BPFError(f"attaching iterator {program.name!r} to {target}{hint} failed", err, "BPF_LINK_CREATE")
+    return IterLink(program, "iter", target, fd=FD(ret))
