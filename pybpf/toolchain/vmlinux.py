@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import subprocess
 import threading
 from pathlib import Path
 
@@ -52,16 +50,17 @@ def kernel_btf_hash(btf: Path = KERNEL_BTF) -> str:
 def ensure_vmlinux_h() -> Path:
     """Path of a cached `vmlinux.h` for the running kernel (generated on first use)."""
     digest = kernel_btf_hash()
-    generator = _generator_tag()
-    key = f"{digest}-{generator}"
+    key = f"{digest}-{_GENERATOR_TAG}"
+    root = _vmlinux_cache()
+    memo_key = f"{root}/{key}"  # the cache root can change (PYBPF_CACHE) within one process
     with _lock:
-        path = _memo.get(key)
+        path = _memo.get(memo_key)
         if path is not None and path.exists():
             return path
-        path = _vmlinux_cache() / key / "vmlinux.h"
+        path = root / key / "vmlinux.h"
         if not path.exists():
-            _atomic_write(path, _generate_header(generator).encode())
-        _memo[key] = path
+            _atomic_write(path, _generate_header().encode())
+        _memo[memo_key] = path
         return path
 
 
@@ -69,40 +68,10 @@ def ensure_vmlinux_h() -> Path:
 _GENERATOR_TAG = "pybpf1"
 
 
-def _generator_tag() -> str:
-    # Checked by file, not by import: importing pybpf.btf costs ~20 ms, too much for a compile cache hit.
-    # TEMPORARY (with the bpftool fallback below): drop the check and return _GENERATOR_TAG.
-    if not (Path(__file__).resolve().parent.parent / "btf" / "cdump.py").exists():
-        return "bpftool"
-    return _GENERATOR_TAG
+def _generate_header() -> str:
+    from pybpf.btf.cdump import vmlinux_header  # imported only when a header must be written
 
-
-def _generate_header(generator: str) -> str:
-    if generator == "bpftool":
-        return _TEMPORARY_bpftool_vmlinux_header()
-    from pybpf.btf.cdump import vmlinux_header  # type: ignore[import-not-found,unused-ignore]
-
-    header: str = vmlinux_header()
-    return header
-
-
-# TEMPORARY: remove once pybpf.btf.cdump exists. bpftool is a peer, not a part of pybpf; this only lets
-# the toolchain work before pybpf can write C from BTF itself.
-def _TEMPORARY_bpftool_vmlinux_header() -> str:
-    bpftool = shutil.which("bpftool")
-    if bpftool is None:
-        raise NotSupportedError(
-            "vmlinux.h generation", detail="pybpf.btf.cdump is not available yet and bpftool is not installed"
-        )
-    result = subprocess.run(
-        [bpftool, "btf", "dump", "file", str(KERNEL_BTF), "format", "c"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise NotSupportedError("vmlinux.h generation", detail=f"bpftool failed: {result.stderr.strip()}")
-    return result.stdout
+    return vmlinux_header()
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
