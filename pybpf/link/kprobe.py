@@ -26,6 +26,7 @@ from pybpf._sys import types as T
 from pybpf._sys.fd import FD
 from pybpf._sys.syscall import bpf_errno, perf_event_open
 from pybpf.errors import BPFError, NotSupportedError
+from pybpf.link._legacy_events import owned_events, remove_stale
 from pybpf.link.base import Link
 from pybpf.link.perf_event import attach_to_perf_event
 from pybpf.link.tracepoint import attach_tracepoint_id, tracefs, tracepoint_id
@@ -201,36 +202,12 @@ def _remove_legacy(event: str) -> None:
 
 def legacy_kprobes() -> list[str]:
     """The tracefs kprobe events this package's processes created (group ``pybpf``), as event names."""
-    path = _kprobe_events()
-    if path is None:
-        return []
-    found = []
-    with open(path) as f:
-        for line in f:
-            # "p:pybpf/pybpf_123_0_do_sys_openat2 do_sys_openat2"
-            head = line.split(None, 1)[0] if line.strip() else ""
-            group, _, event = head.partition(":")[2].partition("/")
-            if group == KPROBE_GROUP:
-                found.append(event)
-    return found
+    return owned_events(_kprobe_events(), KPROBE_GROUP)
 
 
 def remove_stale_kprobes() -> list[str]:
-    """Remove legacy probes that pybpf processes which no longer run left behind; returns their names."""
-    removed = []
-    for event in legacy_kprobes():
-        parts = event.split("_")
-        if len(parts) < 3 or not parts[1].isdigit():
-            continue
-        pid = int(parts[1])
-        if pid == os.getpid() or os.path.exists(f"/proc/{pid}"):
-            continue
-        try:
-            _remove_legacy(event)
-            removed.append(event)
-        except OSError:
-            pass  # busy: still opened by someone; leave it
-    return removed
+    """Remove legacy kprobes that pybpf processes which no longer run left behind; returns their names."""
+    return remove_stale(legacy_kprobes(), _remove_legacy)
 
 
 def _attach_legacy(program: Program, symbol: str, offset: int, retprobe: bool, maxactive: int, cookie: int,

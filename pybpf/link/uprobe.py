@@ -30,6 +30,7 @@ from pybpf._sys.fd import FD
 from pybpf._sys.mounts import ensure_tracefs
 from pybpf._sys.syscall import bpf_errno, perf_event_open
 from pybpf.errors import BPFError, NotSupportedError
+from pybpf.link._legacy_events import owned_events, remove_stale
 from pybpf.link.base import Link
 from pybpf.link.perf_event import attach_to_perf_event
 from pybpf.symbols import ElfSymbols, SymbolNotFoundError, elf_symbols, read_maps, resolve_binary
@@ -187,37 +188,13 @@ def _remove_legacy(event: str) -> None:
 
 
 def legacy_uprobes() -> list[str]:
-    """The tracefs uprobe events pybpf processes created (group ``pybpf_uprobes``), as event names."""
-    path = _uprobe_events()
-    if not os.path.exists(path):
-        return []
-    found = []
-    with open(path) as f:
-        for line in f:
-            # "p:pybpf_uprobes/pybpfu_123_0_malloc /usr/lib/x86_64-linux-gnu/libc.so.6:0x00000000000a0f70"
-            head = line.split(None, 1)[0] if line.strip() else ""
-            group, _, event = head.partition(":")[2].partition("/")
-            if group == UPROBE_GROUP:
-                found.append(event)
-    return found
+    """The tracefs uprobe events this package's processes created (group ``pybpf_uprobes``), as event names."""
+    return owned_events(_uprobe_events(), UPROBE_GROUP)
 
 
 def remove_stale_uprobes() -> list[str]:
-    """Remove legacy uprobes left behind by pybpf processes that no longer run; returns their names."""
-    removed = []
-    for event in legacy_uprobes():
-        parts = event.split("_")
-        if len(parts) < 3 or not parts[1].isdigit():
-            continue
-        pid = int(parts[1])
-        if pid == os.getpid() or os.path.exists(f"/proc/{pid}"):
-            continue
-        try:
-            _remove_legacy(event)
-            removed.append(event)
-        except OSError:
-            pass  # still open somewhere
-    return removed
+    """Remove legacy uprobes that pybpf processes which no longer run left behind; returns their names."""
+    return remove_stale(legacy_uprobes(), _remove_legacy)
 
 
 def _legacy_event_name(path: str, offset: int) -> str:
