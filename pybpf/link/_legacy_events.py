@@ -39,3 +39,13 @@ def remove_stale(events: list[str], remove: Callable[[str], None]) -> list[str]:
         except OSError:
             pass  # still opened by someone: leave it
     return removed
+
+
+def append_event(events_file: str, line: str) -> None:
+    """Add or remove one tracefs event ("p:GROUP/NAME ..." or "-:GROUP/NAME")."""
+    # O_APPEND: a plain open for writing truncates the file, which deletes every such probe on the system.
+    fd = os.open(events_file, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)

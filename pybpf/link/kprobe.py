@@ -26,7 +26,7 @@ from pybpf._sys import types as T
 from pybpf._sys.fd import FD
 from pybpf._sys.syscall import bpf_errno, perf_event_open
 from pybpf.errors import BPFError, NotSupportedError
-from pybpf.link._legacy_events import owned_events, remove_stale
+from pybpf.link._legacy_events import append_event, owned_events, remove_stale
 from pybpf.link.base import Link
 from pybpf.link.perf_event import attach_to_perf_event
 from pybpf.link.tracepoint import attach_tracepoint_id, tracefs, tracepoint_id
@@ -185,12 +185,7 @@ def _write_kprobe_events(line: str) -> None:
     path = _kprobe_events()
     if path is None:
         raise NotSupportedError("kprobe", "", _errno.ENOENT, detail=_NO_KPROBES)
-    # O_APPEND: a plain write would truncate the file, which deletes every kprobe on the system.
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-    try:
-        os.write(fd, line.encode())
-    finally:
-        os.close(fd)
+    append_event(path, line)
 
 
 def _remove_legacy(event: str) -> None:

@@ -30,7 +30,7 @@ from pybpf._sys.fd import FD
 from pybpf._sys.mounts import ensure_tracefs
 from pybpf._sys.syscall import bpf_errno, perf_event_open
 from pybpf.errors import BPFError, NotSupportedError
-from pybpf.link._legacy_events import owned_events, remove_stale
+from pybpf.link._legacy_events import append_event, owned_events, remove_stale
 from pybpf.link.base import Link
 from pybpf.link.perf_event import attach_to_perf_event
 from pybpf.symbols import ElfSymbols, SymbolNotFoundError, elf_symbols, read_maps, resolve_binary
@@ -172,12 +172,7 @@ def _write_uprobe_events(line: str) -> None:
     if not os.path.exists(path):
         raise NotSupportedError("uprobes", "3.5", _errno.ENOENT,
                                 detail=f"{path} is missing: the kernel is built without CONFIG_UPROBE_EVENTS")
-    # O_APPEND: a plain open for writing truncates the file, which deletes every uprobe on the system.
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-    try:
-        os.write(fd, line.encode())
-    finally:
-        os.close(fd)
+    append_event(path, line)
 
 
 def _remove_legacy(event: str) -> None:
