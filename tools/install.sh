@@ -16,6 +16,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -q "${missing[@]}" >/dev/null
 fi
 
+# BCC, a benchmark peer only: Debian's python3-bpfcc plus kernel headers to compile against (this kernel has
+# none; bench/_bcc.py explains). Optional: the benchmarks skip BCC when it is missing.
+if ! dpkg -s python3-bpfcc >/dev/null 2>&1 || ! ls -d /usr/src/linux-headers-*-amd64 >/dev/null 2>&1; then
+  headers=$(apt-cache search --names-only '^linux-headers-[0-9.]+-[0-9]+-amd64$' 2>/dev/null | awk '{print $1}' | sort -V | tail -1)
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends python3-bpfcc ${headers:+"$headers"} \
+    >/dev/null 2>&1 || echo "BCC (a benchmark peer) could not be installed; the benchmarks will skip it"
+fi
+
 python3 -m pip install -q --disable-pip-version-check --config-settings editable_mode=compat -e ".[dev]" 2>&1 | grep -v -e "WARNING: Running pip as" -e "is ignored: it is neither" || true
 
 # Byte-compile once: environments with PYTHONDONTWRITEBYTECODE=1 would otherwise recompile every module at
