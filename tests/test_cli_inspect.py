@@ -91,6 +91,22 @@ def test_prog_dump_shows_instructions_and_source(loaded) -> None:  # type: ignor
     assert insns[-1]["disasm"].endswith("exit") and insns[0]["function"] == "inspect_prog"
 
 
+def test_prog_dump_names_kernel_calls_as_bpftool(loaded) -> None:  # type: ignore[no-untyped-def]
+    """Translated helper calls are named after the kernel function they jump to, exactly as bpftool names them."""
+    if shutil.which("bpftool") is None:
+        pytest.skip("bpftool is not installed")
+    prog_id = str(loaded.programs["inspect_prog"].id)
+
+    def calls(text: str) -> list[str]:
+        return [line.split(") ", 1)[1] for line in text.splitlines() if ": (85) call " in line]
+
+    ours = calls(cli("prog", "dump", prog_id))
+    theirs = calls(subprocess.run(["bpftool", "prog", "dump", "xlated", "id", prog_id], capture_output=True,
+                                  text=True, check=True).stdout)
+    assert ours and ours == theirs
+    assert not any("unknown" in c for c in ours)
+
+
 def test_link_list(loaded) -> None:  # type: ignore[no-untyped-def]
     prog = loaded.programs["inspect_prog"]
     try:

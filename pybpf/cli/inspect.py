@@ -204,6 +204,33 @@ def _annotate(insns: Any, fd: FD) -> None:
                 by_slot[rec.insn_off].source = text
 
 
+def _kernel_call_names() -> Any:
+    """Name the kernel functions that translated calls jump to, as bpftool does.
+
+    In xlated code a helper or kfunc call's imm is the callee's offset from `__bpf_call_base` (the verifier
+    inlines and rewrites helpers: `bpf_map_lookup_elem` becomes `__htab_map_lookup_elem`), so kallsyms names it.
+    """
+    from pybpf.asm import opcodes as op
+    from pybpf.symbols import kernel_symbols
+
+    try:
+        symbols = kernel_symbols()
+        base = symbols.address_of("__bpf_call_base")
+    except BPFError:
+        return None
+    if not base:
+        return None  # kallsyms hidden (kptr_restrict): helper names from the helper table instead
+
+    def name(insn: Any) -> str | None:
+        if insn.src not in (0, op.PSEUDO_KFUNC_CALL):
+            return None
+        imm = insn.imm - (1 << 32) if insn.imm & 0x80000000 else insn.imm
+        target = symbols.lookup(base + imm)
+        return target.name if target is not None and target.offset == 0 else None
+
+    return name
+
+
 @prog.command("dump")
 @click.argument("prog_id", type=int)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (one object per instruction).")
@@ -221,17 +248,18 @@ def prog_dump(prog_id: int, as_json: bool) -> None:
                 pass  # no BTF access: plain disassembly
     except BPFError as exc:
         raise _fail(exc) from exc
+    call_names = _kernel_call_names()
     if as_json:
         out = []
         slot = 0
         for insn in insns:
             out.append({"slot": slot, "opcode": insn.opcode, "dst": insn.dst, "src": insn.src, "off": insn.off,
-                        "imm": insn.imm, "disasm": asm.format_instruction(insn), "source": insn.source,
+                        "imm": insn.imm, "disasm": asm.format_instruction(insn, call_name=call_names), "source": insn.source,
                         "function": insn.symbol})
             slot += insn.size
         _emit_json(out)
         return
-    for line in asm.disassemble_lines(insns):
+    for line in asm.disassemble_lines(insns, call_name=call_names):
         click.echo(line)
 
 
