@@ -1,5 +1,6 @@
 // execsnoop-like: one ring buffer record per execve(), with pid, parent pid, name and file name.
-// Read the events from Python with coll.ringbuf("events").
+// Run:    sudo pybpf run examples/execsnoop.bpf.c            (one row per exec, Ctrl-C to stop; --json too)
+// Python: for ev in coll.ringbuf("events", type="event"): print(ev.pid, ev.filename)
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
@@ -16,6 +17,9 @@ struct {
     __uint(max_entries, 256 * 1024);  // bytes, a power of two multiple of the page size
 } events SEC(".maps");
 
+__u64 dropped = 0;            // records lost because the ring was full (pybpf warns when it is not 0)
+struct event *unused_event;   // keeps struct event in the object's BTF, so readers can decode records
+
 SEC("tracepoint/syscalls/sys_enter_execve")
 int trace_execve(struct trace_event_raw_sys_enter *ctx)
 {
@@ -23,8 +27,10 @@ int trace_execve(struct trace_event_raw_sys_enter *ctx)
     struct event *e;
 
     e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-    if (!e)
-        return 0;  // buffer full: the reader is behind, drop this event
+    if (!e) {
+        __sync_fetch_and_add(&dropped, 1);  // buffer full: the reader is behind, count the loss
+        return 0;
+    }
     e->pid = bpf_get_current_pid_tgid() >> 32;
     e->ppid = BPF_CORE_READ(task, real_parent, tgid);  // CO-RE: offsets fixed up for the running kernel
     bpf_get_current_comm(&e->comm, sizeof(e->comm));

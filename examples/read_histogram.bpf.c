@@ -1,5 +1,7 @@
 // Histogram of read() sizes in log2 buckets (like bpftrace's hist(args.count)).
 // Bucket i counts reads of [2^i, 2^(i+1)) bytes; bucket 0 also holds reads of 0 bytes.
+// Run: sudo pybpf run examples/read_histogram.bpf.c --interval 1 --duration 5
+//      (a map named *hist* with integer keys and values is drawn as bars, like BCC's print_log2_hist)
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 

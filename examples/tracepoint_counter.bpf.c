@@ -1,10 +1,12 @@
 // Count openat() calls per process name with a tracepoint.
-// Run:  pybpf load examples/tracepoint_counter.bpf.c ; pybpf map dump counts
+// Run:    sudo pybpf run examples/tracepoint_counter.bpf.c --duration 5
+//         (prints the `counts` map as a table, busiest process first; --json for JSON lines)
+// Python: with pybpf.load("examples/tracepoint_counter.bpf.c") as obj: obj.attach_all(); ...; obj.maps["counts"].items()
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 
 struct comm {
-    char name[16];
+    char comm[16];  // the key's fields become the table's key columns
 };
 
 struct {
@@ -20,7 +22,7 @@ int count_openat(struct trace_event_raw_sys_enter *ctx)
     struct comm key = {};
     __u64 one = 1, *val;
 
-    bpf_get_current_comm(&key.name, sizeof(key.name));
+    bpf_get_current_comm(&key.comm, sizeof(key.comm));
     val = bpf_map_lookup_elem(&counts, &key);
     if (val)
         __sync_fetch_and_add(val, 1);  // other CPUs may update the same entry

@@ -1,6 +1,8 @@
 // Sum the sizes passed to libc's malloc() per process with a uprobe.
-// Attach: coll.programs["malloc_enter"].attach(binary="/lib/x86_64-linux-gnu/libc.so.6", symbol="malloc")
-// (the section below lets attach_all() do it for every process using that libc).
+// Run:    sudo pybpf run examples/uprobe_malloc.bpf.c --pid 1234 --duration 5   (without --pid: every process)
+//         --binary /path/to/other/libc.so.6 probes another libc's malloc
+// Python: coll.programs["malloc_enter"].attach(binary="/lib/x86_64-linux-gnu/libc.so.6", symbol="malloc")
+// (the section below names binary and function, so attach_all() can do it alone).
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ctypes
-import dataclasses
 import enum
 import errno
 import json
@@ -15,6 +14,7 @@ import click
 
 from pybpf._sys import FD, bpf, bpf_errno, bpf_fd
 from pybpf._sys import types as T
+from pybpf.cli.render import jsonable
 from pybpf.errors import BPFError
 
 # ---- kernel object walking ------------------------------------------------------------------------------
@@ -54,32 +54,6 @@ def btf_by_id(btf_id: int) -> Any:
             return base
         return btf.Spec(data, base)
     return btf.Spec(data)
-
-
-def jsonable(value: Any) -> Any:
-    """A decoded map value (ints, bytes, BTF structs, lists) as plain JSON data."""
-    if isinstance(value, enum.Enum):
-        return value.name
-    if isinstance(value, bool | int | float | str) or value is None:
-        return value
-    if isinstance(value, bytes | bytearray | memoryview):
-        return [f"0x{b:02x}" for b in bytes(value)]
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if hasattr(value, "_asdict"):
-        return {k: jsonable(v) for k, v in value._asdict().items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    if isinstance(value, ctypes.Structure):
-        return {name: jsonable(getattr(value, name)) for name, *_ in value._fields_}
-    slots = getattr(type(value), "__slots__", None)
-    if slots:
-        return {s: jsonable(getattr(value, s)) for s in slots if not s.startswith("_")}
-    if hasattr(value, "__dict__"):
-        return {k: jsonable(v) for k, v in vars(value).items() if not k.startswith("_")}
-    return repr(value)
 
 
 def _type_name(t: Any) -> str:
