@@ -12,6 +12,7 @@ import ctypes
 import errno
 import os
 import subprocess
+import types
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -380,3 +381,17 @@ def test_usdt_spec_ids_are_reused_after_detach(bpf_obj: Any, target: Path) -> No
         with pytest.raises(OSError) as info:
             attach_usdt(prog, "/nonexistent/pybpf", "p", "n")
         assert info.value.errno in (errno.ENOENT, 0)
+
+
+def test_attach_all_binary_keeps_the_sections_function(target: Path) -> None:
+    """attach_all(binary=...) swaps the file a `uprobe/<binary>:<func>` section names, not the function."""
+    example = Path(__file__).resolve().parent.parent / "examples" / "uprobe_malloc.bpf.c"
+    libc = Path("/lib/x86_64-linux-gnu/libc.so.6").resolve()  # same file, another spelling than the section's
+    with pybpf.load(example) as obj, waiting(target) as proc:
+        assert obj.attach_all(binary=str(libc), pid=proc.pid) == {}
+        run_after_attach(proc)  # printf to a pipe mallocs stdout's buffer
+        assert obj.maps["malloc_bytes"].get(proc.pid, 0) > 0
+        ids = [types.SimpleNamespace(id=p.id) for p in obj.programs.values()]
+        assert len(link_ids_of(ids)) == 1
+        obj.close()
+        assert link_ids_of(ids) == []

@@ -130,12 +130,13 @@ def _uprobe(p: Program, pfx: str, target: str, args: _Args, kw: _Kwargs) -> Link
     kw.setdefault("retprobe", retprobe)
     if ".multi" in pfx:
         return _call("uprobe", "attach_uprobe_multi", p, *(args or _split_uprobe(target)[:2]), **kw)
-    if args or "binary" in kw:
+    if args or ("binary" in kw and not target):
         return _call("uprobe", "attach_uprobe", p, *args, **kw)
     binary, symbol, offset = parse_uprobe_target(_need(p, target, "binary:function")[0])
-    kw.setdefault("symbol", symbol)
-    kw.setdefault("offset", offset)
-    return _call("uprobe", "attach_uprobe", p, binary, **kw)
+    if "symbol" not in kw and "offset" not in kw:
+        # binary= only swaps the file: the section still says where in it
+        kw["symbol"], kw["offset"] = symbol, offset
+    return _call("uprobe", "attach_uprobe", p, kw.pop("binary", binary), **kw)
 
 
 def _split_uprobe(target: str) -> tuple[str, str]:
@@ -146,12 +147,15 @@ def _split_uprobe(target: str) -> tuple[str, str]:
 
 
 def _usdt(p: Program, pfx: str, target: str, args: _Args, kw: _Kwargs) -> Link:
-    if args or "binary" in kw:
+    if args or ("binary" in kw and not target):
         return _call("usdt", "attach_usdt", p, *args, **kw)
     parts = _need(p, target, "binary:provider:name")[0].rsplit(":", 2)
     if len(parts) != 3:
         raise ValueError(f"usdt target {target!r}: expected '<binary>:<provider>:<name>'")
-    return _call("usdt", "attach_usdt", p, *parts, **kw)
+    binary, provider, name = parts
+    # binary= only swaps the file: the section still names the probe
+    return _call("usdt", "attach_usdt", p, kw.pop("binary", binary), kw.pop("provider", provider),
+                 kw.pop("name", name), **kw)
 
 
 def _perf_event(p: Program, pfx: str, target: str, args: _Args, kw: _Kwargs) -> Link:
