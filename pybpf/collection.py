@@ -9,17 +9,16 @@ Everything that depends on the running kernel happens here, never in `pybpf.elf`
 
 from __future__ import annotations
 
-import gzip
 import os
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from pybpf import asm
 from pybpf._sys import types as T
 from pybpf._sys.fd import FD
+from pybpf._sys.record import record
 from pybpf.btf import Datasec, Func, Int, Var, kernel_spec
 from pybpf.btf import types as bt
 from pybpf.elf.collection import CollectionSpec, ExternSpec, VariableSpec
@@ -29,6 +28,7 @@ from pybpf.program import Program, ProgramSpec
 
 if TYPE_CHECKING:
     from pybpf.btf.core import TargetBTF
+    from pybpf.btf.marshal import KernelBTFFeatures
     from pybpf.link.base import Link
 
 __all__ = ["Collection", "ObjectFile", "Variable", "load", "open_object"]
@@ -81,7 +81,7 @@ def decode_value(t: bt.Type, raw: bytes) -> Any:
     return bytes(raw)
 
 
-@dataclass
+@record
 class Variable:
     """A global variable of a loaded collection. `.value` reads it; assigning writes it (through the
     map's mmap for .data/.bss, so the program sees it at once). .rodata variables are read-only after load."""
@@ -143,6 +143,8 @@ def kernel_config() -> dict[str, str]:
         for path in ("/proc/config.gz", f"/boot/config-{os.uname().release}"):
             try:
                 if path.endswith(".gz"):
+                    import gzip  # only for kconfig externs
+
                     with gzip.open(path, "rt") as f:
                         text = f.read()
                 else:
@@ -374,6 +376,13 @@ def _load_btf(spec: CollectionSpec) -> FD | None:
         return None
     from pybpf.btf import marshal
 
+    # Optimistic, as the kernel is usually current: load the BTF as it is first, and only when the
+    # kernel refuses it probe which BTF kinds it knows and sanitise (importing and running the feature
+    # probes costs more than the whole load of a small object).
+    blob = _object_btf_blob(spec, None)
+    fd = _try_load_btf(blob)
+    if fd is not None:
+        return fd
     features = None
     try:
         from pybpf.features import kernel_btf_features
@@ -381,12 +390,36 @@ def _load_btf(spec: CollectionSpec) -> FD | None:
         features = kernel_btf_features()
     except ImportError:
         pass
+    if features is not None and not features.all_supported():
+        blob = _object_btf_blob(spec, features)
+    return marshal.load_into_kernel(blob)
+
+
+def _object_btf_blob(spec: CollectionSpec, features: KernelBTFFeatures | None) -> bytes:
+    from pybpf.btf import marshal
+
+    assert spec.btf is not None
     raws = marshal.raw_types(spec.btf)
     _fixup_ksyms_btf(raws)
     _hide_functions(raws, {name for _, name in spec.hidden_symbols})
-    blob = marshal.for_kernel(raws, features, strings=spec.btf._strings, section_sizes=spec.section_sizes,
+    return marshal.for_kernel(raws, features, strings=spec.btf._strings, section_sizes=spec.section_sizes,
                               symbol_offsets=spec.symbol_offsets)
-    return marshal.load_into_kernel(blob)
+
+
+def _try_load_btf(blob: bytes) -> FD | None:
+    """One BPF_BTF_LOAD without a log: the fd, or None if the kernel refused (the caller retries)."""
+    import ctypes
+
+    from pybpf._sys.syscall import bpf_fd
+
+    data = ctypes.create_string_buffer(blob, len(blob))
+    attr = T.BtfLoadAttr()
+    attr.btf = ctypes.addressof(data)
+    attr.btf_size = len(blob)
+    try:
+        return bpf_fd(T.Cmd.BTF_LOAD, attr, "BTF")
+    except BPFError:
+        return None
 
 
 def _hide_functions(raws: list[Any], hidden: set[str]) -> None:

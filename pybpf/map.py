@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import dataclasses
 import errno as _errno
 import functools
 import gc
@@ -26,7 +25,6 @@ import sys
 import threading
 from array import array
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -34,6 +32,7 @@ from pybpf._sys import FD, bpf, bpf_fd
 from pybpf._sys import types as T
 from pybpf._sys.cpus import possible_cpus
 from pybpf._sys.mounts import BPFFS, ensure_bpffs, is_bpffs
+from pybpf._sys.record import field, record, replace
 from pybpf._sys.syscall import NR_BPF, command_name, page_size
 from pybpf.errors import ENOTSUPP, BPFError, NotSupportedError
 
@@ -487,7 +486,7 @@ def _decode_many(codec: Codec, data: Buffer, count: int) -> list[Any]:
 # ---- specs and info ----------------------------------------------------------------------------------------
 
 
-@dataclass
+@record
 class MapSpec:
     """Everything needed to create a map; plain data, no kernel objects (see Map.create)."""
 
@@ -509,11 +508,11 @@ class MapSpec:
     data: bytes | None = None  # initial value of key 0 (global data sections)
 
     def copy(self) -> MapSpec:
-        return dataclasses.replace(self, inner=self.inner.copy() if self.inner else None,
+        return replace(self, inner=self.inner.copy() if self.inner else None,
                                    contents=list(self.contents))
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class MapInfo:
     """What the kernel reports about a map (BPF_OBJ_GET_INFO_BY_FD plus /proc/self/fdinfo)."""
 

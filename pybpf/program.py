@@ -14,7 +14,6 @@ import errno as _errno
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +21,7 @@ from pybpf import asm
 from pybpf._sys import types as T
 from pybpf._sys.fd import FD
 from pybpf._sys.mounts import BPFFS, ensure_bpffs
+from pybpf._sys.record import field, record, replace
 from pybpf._sys.syscall import bpf, bpf_errno, bpf_fd
 from pybpf.errors import ENOTSUPP, BPFError, NotSupportedError, VerifierError
 
@@ -69,7 +69,7 @@ def _enum_or_int(enum_type: Any, value: int) -> Any:
 # ---- specs -----------------------------------------------------------------------------------------------
 
 
-@dataclass
+@record
 class ProgramSpec:
     """A program as described by an object file or built by hand; never touches the kernel.
 
@@ -109,7 +109,7 @@ class ProgramSpec:
         return _source_line(self, insn)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class TestRunResult:
     """What BPF_PROG_TEST_RUN reported. `retval` is the program's return value as a signed 32-bit int
     (an XDP verdict, a TC action, ...); `duration_ns` is the mean time of one run (0 where the kernel
@@ -123,7 +123,7 @@ class TestRunResult:
     ctx: bytes | None = None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ProgramInfo:
     """A loaded program as the kernel describes it (``struct bpf_prog_info``)."""
 

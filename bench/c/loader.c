@@ -1,6 +1,6 @@
 // The libbpf peer for pybpf's benchmarks: open, load and (optionally) attach an object, then report
 // CLOCK_MONOTONIC timestamps so the Python driver measures the same intervals for every peer.
-//   loader OBJ load            -> loads, prints "loaded <ns>", exits
+//   loader OBJ load            -> loads, prints "loaded <ns>" and "openload <ns>" (open+load alone), exits
 //   loader OBJ attach          -> loads+attaches all, prints "attached <ns>", waits for SIGINT/SIGTERM, exits
 //   loader OBJ consume RB SECS -> attach, drain ring buffer RB for SECS seconds, print "events <n>"
 #include <bpf/libbpf.h>
@@ -27,11 +27,14 @@ int main(int argc, char **argv) {
     libbpf_set_print(quiet);
     signal(SIGINT, on_sig);
     signal(SIGTERM, on_sig);
+    unsigned long long t0 = now_ns();
     struct bpf_object *obj = bpf_object__open_file(argv[1], NULL);
     if (!obj) { perror("open"); return 1; }
     if (bpf_object__load(obj)) { perror("load"); return 1; }
+    unsigned long long t1 = now_ns();
     if (!strcmp(argv[2], "load")) {
-        printf("loaded %llu\n", now_ns());
+        printf("loaded %llu\n", t1);
+        printf("openload %llu\n", t1 - t0);
         fflush(stdout);
         bpf_object__close(obj);
         return 0;

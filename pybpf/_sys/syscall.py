@@ -5,7 +5,6 @@ from __future__ import annotations
 import ctypes
 import errno as _errno
 import os
-import platform
 
 from pybpf._sys import types as T
 from pybpf._sys.fd import FD
@@ -26,9 +25,9 @@ _NR: dict[str, tuple[int, int]] = {  # machine -> (bpf, perf_event_open)
     "s390x": (351, 331),
 }
 try:
-    NR_BPF, NR_PERF_EVENT_OPEN = _NR[platform.machine()]
+    NR_BPF, NR_PERF_EVENT_OPEN = _NR[os.uname().machine]
 except KeyError as exc:  # pragma: no cover - other architectures are untested
-    raise ImportError(f"pybpf does not know the syscall numbers of {platform.machine()}") from exc
+    raise ImportError(f"pybpf does not know the syscall numbers of {os.uname().machine}") from exc
 
 _CMD_NAMES = {int(c): f"BPF_{c.name}" for c in T.Cmd}
 

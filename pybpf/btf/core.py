@@ -22,18 +22,14 @@ from __future__ import annotations
 
 import struct
 import weakref
-from array import array
-from collections.abc import Callable, Iterable, Mapping, MutableSequence, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, MutableSequence
 from typing import Final
 
-import numpy as np
-import numpy.typing as npt
-
+from pybpf._sys.record import field, record
 from pybpf.asm import opcodes as op
 from pybpf.asm.instruction import Instruction
 from pybpf.btf.ext import CoreRelo, CoreReloKind
-from pybpf.btf.spec import HEADER, Spec
+from pybpf.btf.spec import Spec
 from pybpf.btf.types import (
     Array,
     Composite,
@@ -41,6 +37,7 @@ from pybpf.btf.types import (
     DeclTag,
     Enum,
     Float,
+    Func,
     FuncProto,
     Fwd,
     Int,
@@ -202,7 +199,7 @@ def _describe_type(t: Type) -> str:
 # ---- specs (libbpf's bpf_core_spec) --------------------------------------------------------------------
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class Accessor:
     """One high-level step of an access: a named member (`name`) or an array index (`name` is None)."""
 
@@ -211,7 +208,7 @@ class Accessor:
     name: str | None
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class CoreSpec:
     """A relocation resolved against one BTF: high-level accessors, raw indexes, bit offset."""
 
@@ -318,7 +315,7 @@ def _is_flex_arr(btf: Spec, acc: Accessor, arr: Array) -> bool:
 # ---- candidates and the target BTF ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Candidate:
     """A target type that may correspond to a local type: where it lives and its id there."""
 
@@ -327,7 +324,7 @@ class Candidate:
     type_id: int
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class _LocalState:
     """Per local (object) BTF: candidate lists (pruned as relocations go) and compatibility results."""
 
@@ -335,7 +332,7 @@ class _LocalState:
     compat: dict[tuple[int, int, int, int], bool] = field(default_factory=dict)
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class _Ctx:
     state: _LocalState
     targets: TargetBTF
@@ -362,7 +359,7 @@ class TargetBTF:
         self._module_source = modules
         self._modules: list[tuple[str, Spec]] | None = None
         self._local: weakref.WeakKeyDictionary[Spec, _LocalState] = weakref.WeakKeyDictionary()
-        self._named: dict[tuple[int, str], list[int]] = {}
+        self._named: dict[tuple[int, str, bool], list[int]] = {}
         self._names: dict[int, _TargetNames] = {}
         self._members: dict[tuple[int, int], _MemberIndex] = {}
 
@@ -432,21 +429,23 @@ class TargetBTF:
 
     def _add_candidates(self, local_t: Type, ess: str, btf_name: str, target: Spec) -> list[Candidate]:
         out = []
-        for tid in self._ids_with_essential_name(target, ess):
+        # A FUNC local type is the only one whose candidates are FUNCs (they are most of vmlinux's names).
+        for tid in self._ids_with_essential_name(target, ess, isinstance(local_t, Func)):
             if _kind_compat(target.type(tid), local_t):
                 out.append(Candidate(btf_name, target, tid))
         return out
 
-    def _ids_with_essential_name(self, target: Spec, ess: str) -> list[int]:
-        """Ids of `target`'s own types (not its base's) whose essential name is `ess`, in id order."""
-        key = (id(target), ess)
+    def _ids_with_essential_name(self, target: Spec, ess: str, funcs: bool) -> list[int]:
+        """Ids of `target`'s own types (not its base's) whose essential name is `ess`, in id order
+        (FUNCs only when `funcs`)."""
+        key = (id(target), ess, funcs)
         ids = self._named.get(key)
         if ids is None:
             names = self._names.get(id(target))
             if names is None:
                 names = _TargetNames(target)
                 self._names[id(target)] = names
-            ids = names.ids_with_essential_name(ess)
+            ids = names.ids_with_essential_name(ess, funcs)
             self._named[key] = ids
         return ids
 
@@ -467,108 +466,40 @@ class _TargetNames:
     """Finds the types of one target spec by essential name: ``ess`` itself or ``ess___<flavor>``
     (kernel BTF has a few flavored types, e.g. ``nf_conn___init``).
 
-    Three strategies, fastest first:
-
-    * vmlinux-sized specs with the lazy spec's name index (type-name offsets, sorted): type names are
-      bucketed once by their first two bytes (~2 ms); a lookup takes its bucket and compares the rest
-      one byte position at a time over a shrinking numpy array (~0.1 ms, against 2-3 ms for a
-      `bytes.find` over the 2 MB string table);
+    * vmlinux-sized specs: the lazy spec's name-sorted index (cached on disk with the record offsets)
+      answers both by bisection, ~20 µs a lookup;
     * small or split specs (kernel modules, whose names may live in the base's string table): one dict
-      of essential name -> ids, built from the spec's own types;
-    * otherwise `Spec.ids_by_name` for the plain name (flavored names are then not searched).
+      of essential name -> ids, built from the spec's own types.
     """
 
-    __slots__ = ("_arr", "_bucket_keys", "_bucket_offs", "_by_essential", "_order", "_sorted_offs", "spec")
+    __slots__ = ("_by_essential", "spec")
 
     _SMALL = 20000  # types; below this a full essential-name dict is cheap enough
 
     def __init__(self, spec: Spec) -> None:
         self.spec = spec
         self._by_essential: dict[str, list[int]] | None = None
-        self._arr: npt.NDArray[np.uint8] | None = None
-        self._bucket_keys: npt.NDArray[np.int64] | None = None
-        self._bucket_offs: npt.NDArray[np.int64] | None = None
-        self._sorted_offs: npt.NDArray[np.int64] | None = None
-        self._order: npt.NDArray[np.int64] | None = None
-        own = spec.next_id - spec.first_id
-        index = getattr(spec, "_name_order_index", None)
-        if spec.base is None and own >= self._SMALL and callable(index):
-            sorted_offs, order = index()
-            _m, _v, _f, hdr_len, _toff, _tlen, str_off, str_len = HEADER.unpack_from(spec.data)
-            # No copy of the table. Reads stay inside it: it ends in NUL (Spec checks), and a name is
-            # only read at position k after its first k bytes matched non-NUL bytes.
-            arr = np.frombuffer(spec.data, dtype=np.uint8, count=str_len, offset=hdr_len + str_off)
-            offs = _int64_array(sorted_offs)
-            keep = offs > 0  # 0 is the empty name of anonymous types
-            keep[1:] &= offs[1:] != offs[:-1]
-            names = offs[keep]
-            keys: npt.NDArray[np.int64] = arr[names].astype(np.int64) * 256 + arr[names + 1]
-            by_key = np.argsort(keys, kind="stable")
-            self._arr = arr
-            self._bucket_keys = keys[by_key]
-            self._bucket_offs = names[by_key]
-            self._sorted_offs = offs
-            self._order = _int64_array(order)
-        elif own < self._SMALL or spec.base is not None:
+        if spec.next_id - spec.first_id < self._SMALL or spec.base is not None:
             self._by_essential = {}
             for tid in range(spec.first_id, spec.next_id):
                 _kind, name_off = spec.raw_kind_and_name(tid)
                 if name_off:
                     self._by_essential.setdefault(essential_name(spec.string(name_off)), []).append(tid)
 
-    def _bucket(self, first: int, second: int) -> npt.NDArray[np.int64]:
-        keys, offs = self._bucket_keys, self._bucket_offs
-        assert keys is not None and offs is not None
-        key = first * 256 + second
-        lo = int(np.searchsorted(keys, key, side="left"))
-        hi = int(np.searchsorted(keys, key, side="right"))
-        return offs[lo:hi]
-
-    def ids_with_essential_name(self, ess: str) -> list[int]:
+    def ids_with_essential_name(self, ess: str, funcs: bool = True) -> list[int]:
+        """Ids whose essential name is `ess` (FUNCs only searched when `funcs`; small specs ignore it)."""
         if self._by_essential is not None:
             return list(self._by_essential.get(ess, ()))
-        want_exact = essential_name(ess) == ess
-        raw = ess.encode()
-        arr = self._arr
-        if arr is None:
-            return [i for i in self.spec.ids_by_name(ess) if i >= self.spec.first_id] if want_exact else []
-        if not raw:
+        if not ess:
             return []
-        if len(raw) == 1:  # "x" and "x___flavor" fall in different two-byte buckets
-            cand = np.concatenate([self._bucket(raw[0], 0), self._bucket(raw[0], ord("_"))])
-        else:
-            cand = self._bucket(raw[0], raw[1])
-        for k in range(2, len(raw)):
-            if not cand.size:
-                return []
-            cand = cand[arr[cand + k] == raw[k]]
-        after = arr[cand + len(raw)]
-        hits: list[int] = []
-        if want_exact:
-            hits.extend(cand[after == 0].tolist())
-        for off in cand[after == ord("_")].tolist():
-            end = off + len(raw)
-            while arr[end]:
-                end += 1
-            if essential_name(arr[off:end].tobytes().decode("utf-8", "replace")) == ess:
-                hits.append(off)
-        sorted_offs, order = self._sorted_offs, self._order
-        assert sorted_offs is not None and order is not None
-        first = self.spec.first_id
-        found: list[int] = []
-        for off in hits:
-            lo = int(np.searchsorted(sorted_offs, off, side="left"))
-            hi = int(np.searchsorted(sorted_offs, off, side="right"))
-            found.extend(first + int(i) for i in order[lo:hi])
+        spec = self.spec
+        found = []
+        if essential_name(ess) == ess:
+            found = [i for i in spec.ids_by_name(ess, funcs=funcs) if i >= spec.first_id]
+        for name, tid in spec.ids_by_name_prefix(ess + "___", funcs=funcs):
+            if essential_name(name) == ess:
+                found.append(tid)
         return sorted(found)
-
-
-def _int64_array(values: Sequence[int]) -> npt.NDArray[np.int64]:
-    """The spec's index arrays as int64 (zero-copy view first when they are 4-byte array('I'))."""
-    if isinstance(values, array) and values.itemsize == 4 and values.typecode in ("I", "L"):
-        view: npt.NDArray[np.uint32] = np.frombuffer(values, dtype=np.uint32)
-        return view.astype(np.int64)
-    return np.asarray(values, dtype=np.int64)
 
 
 # ---- matching local specs to candidates -----------------------------------------------------------------
@@ -747,7 +678,7 @@ def _root_compat(state: _LocalState, local: Spec, root: int, targ: Spec, targ_id
     return hit
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class _MemberHit:
     """Where a member name occurs in a target composite, anonymous members flattened."""
 
@@ -869,7 +800,7 @@ def _spec_match(ctx: _Ctx, local_spec: CoreSpec, cand: Candidate) -> CoreSpec | 
 # ---- computing values ----------------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class _FieldValue:
     value: int
     size: int = 0  # memory size of a plain (non-bitfield) field access, for LDX/ST/STX size fix-ups
@@ -970,7 +901,7 @@ def _calc_enumval(kind: CoreReloKind, spec: CoreSpec | None) -> int:
     return value & _MASK64
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class CoreResult:
     """What a relocation resolves to; `apply` patches an instruction with it.
 

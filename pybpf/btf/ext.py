@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import ctypes
 import struct
-from dataclasses import dataclass, field
 
+from pybpf._sys.record import field, record
 from pybpf._sys.types import CoreReloKind
 from pybpf._sys.types import FuncInfo as _KernelFuncInfo
 from pybpf._sys.types import LineInfo as _KernelLineInfo
@@ -39,7 +39,7 @@ _LINE_SHIFT = 10  # line_col packs line << 10 | column
 _COL_MASK = (1 << _LINE_SHIFT) - 1
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class FuncInfo:
     """A function starts at `insn_off_bytes` (from its ELF section's start); `type_id` is its BTF FUNC."""
 
@@ -51,7 +51,7 @@ class FuncInfo:
         return self.insn_off_bytes // 8
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class LineInfo:
     """Source position of the instruction at `insn_off_bytes`. The raw string offsets are kept so the
     record can be handed to the kernel unchanged (they index the same `.BTF` string table)."""
@@ -73,7 +73,7 @@ class LineInfo:
         return (self.line << _LINE_SHIFT) | (self.col & _COL_MASK)
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class CoreRelo:
     """One CO-RE relocation: the instruction at `insn_off_bytes` uses `access_str` into local type `type_id`."""
 
@@ -89,7 +89,7 @@ class CoreRelo:
         return self.insn_off_bytes // 8
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class BTFExt:
     """Parsed `.BTF.ext`: records per ELF section name, in the order the compiler wrote them."""
 

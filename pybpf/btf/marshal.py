@@ -30,9 +30,10 @@ from __future__ import annotations
 import ctypes
 from array import array
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
+from itertools import accumulate
 from typing import TYPE_CHECKING
 
+from pybpf._sys.record import field, field_names, record
 from pybpf.btf.spec import BTF_MAGIC, HEADER, Spec
 from pybpf.btf.types import (
     Array,
@@ -88,7 +89,7 @@ _ENTRY_NAME: dict[int, int] = {Kind.STRUCT: 0, Kind.UNION: 0, Kind.ENUM: 0, Kind
 _ENTRY_TYPE: dict[int, int] = {Kind.STRUCT: 1, Kind.UNION: 1, Kind.FUNC_PROTO: 1, Kind.DATASEC: 0}
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class RawType:
     """One BTF type record in wire form (see the module docstring for `extra`)."""
 
@@ -100,7 +101,7 @@ class RawType:
     extra: list[int | str] = field(default_factory=list)
 
     def copy(self) -> RawType:
-        return replace(self, extra=list(self.extra))
+        return RawType(self.kind, self.name, self.size_type, self.vlen, self.kflag, list(self.extra))
 
     def type_ids(self) -> list[int]:
         """Every type id this record refers to (void included)."""
@@ -147,15 +148,11 @@ class StringTable:
         if not initial.startswith(b"\0") or not initial.endswith(b"\0"):
             raise ValueError("a BTF string section starts with an empty string and ends with NUL")
         self._buf = bytearray(initial)
-        self._offsets: dict[str, int] = {"": 0}
-        pos = 1
-        # Index the whole strings; first occurrence wins, as a deduplicated table has one of each.
-        offsets = self._offsets
-        for raw in bytes(initial[1:-1]).split(b"\0"):
-            s = raw.decode("utf-8", "replace")
-            if s not in offsets:
-                offsets[s] = pos
-            pos += len(raw) + 1
+        # Index the whole strings; first occurrence wins, as a deduplicated table has one of each
+        # (built in reverse so earlier offsets overwrite later ones; all in C).
+        by_offset = _strings_by_offset(bytes(initial[1:-1]), 1)
+        self._offsets: dict[str, int] = dict(zip(reversed(by_offset.values()), reversed(by_offset.keys()), strict=True))
+        self._offsets[""] = 0
 
     @classmethod
     def of_spec(cls, spec: Spec) -> StringTable:
@@ -184,6 +181,17 @@ class StringTable:
         return bytes(self._buf)
 
 
+def _strings_by_offset(section: bytes, first: int) -> dict[int, str]:
+    """Offset (from `first`) -> string for every string of a NUL-separated section, decoded in one go.
+    The decoder never swallows a NUL, so the byte and text pieces line up."""
+    pieces = section.split(b"\0")
+    starts = accumulate(map((1).__add__, map(len, pieces)), initial=first)
+    return dict(zip(starts, section.decode("utf-8", "replace").split("\0"), strict=False))
+
+
+_KIND_OF: dict[int, Kind] = {int(k): k for k in Kind}
+
+
 # ---- reading specs into raw records ----------------------------------------------------------------
 
 
@@ -193,13 +201,13 @@ def raw_types(spec: Spec) -> list[RawType]:
         raise ValueError("split BTF (a spec with a base) cannot be re-encoded on its own")
     _m, _v, _f, hdr_len, type_off, type_len, _so, _sl = HEADER.unpack_from(spec.data)
     start = hdr_len + type_off
-    words = memoryview(spec.data[start : start + type_len]).cast("I")
-    names: dict[int, str] = {0: ""}
+    words = memoryview(spec.data)[start : start + type_len].cast("I")
+    names = _strings_by_offset(spec._strings, 0)
     string = spec.string
 
     def name_of(off: int) -> str:
         s = names.get(off)
-        if s is None:
+        if s is None:  # an offset into the middle of a string
             s = names[off] = string(off)
         return s
 
@@ -207,11 +215,14 @@ def raw_types(spec: Spec) -> list[RawType]:
     append = out.append
     layout = _LAYOUT
     entry_name = _ENTRY_NAME
+    kinds = _KIND_OF
     n = len(words)
     pos = 0
     while pos < n:
         name_off, info, size_type = words[pos], words[pos + 1], words[pos + 2]
-        kind = Kind((info >> 24) & 0x1F)
+        kind = kinds.get((info >> 24) & 0x1F)
+        if kind is None:
+            raise ValueError(f"unknown BTF kind {(info >> 24) & 0x1F}")
         vlen = info & 0xFFFF
         fixed, per = layout.get(kind, (0, 0))
         end = pos + 3 + fixed + per * vlen
@@ -451,7 +462,7 @@ def _fixup_raw_datasecs(
 # ---- sanitising for older kernels ------------------------------------------------------------------
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class KernelBTFFeatures:
     """Which BTF kinds the kernel accepts (all True: a current kernel). Filled by pybpf.features."""
 
@@ -464,7 +475,7 @@ class KernelBTFFeatures:
     enum64: bool = True  # ENUM64 and signed enums (6.0)
 
     def all_supported(self) -> bool:
-        return all(getattr(self, f.name) for f in fields(self))
+        return all(getattr(self, f) for f in field_names(self))
 
 
 _ENUM64_PLACEHOLDER = "enum64_placeholder"

@@ -8,8 +8,8 @@ per BTF content hash, so a second process finds what CO-RE needs without scannin
 from __future__ import annotations
 
 import bisect
-import hashlib
 import marshal
+import mmap
 import os
 import struct
 import sys
@@ -66,7 +66,7 @@ _NO_EXTRA = (0, 0)
 
 _TypeClass = type[Type] | tuple[type[Type], ...]
 KERNEL_BTF = "/sys/kernel/btf/vmlinux"
-_INDEX_VERSION = 3
+_INDEX_VERSION = 5
 
 
 def cache_dir() -> Path:
@@ -82,25 +82,28 @@ class Spec:
 
     def __init__(
         self,
-        data: bytes,
+        data: bytes | bytearray | memoryview | mmap.mmap,
         base: Spec | None = None,
         *,
         name: str = "",
-        _index: tuple[array[int], tuple[array[int], array[int]] | None] | None = None,
+        _index: tuple[array[int], array[int], array[int] | None] | None = None,
     ) -> None:
         self.name = name
         self.base = base
-        self.data = bytes(data)
-        if len(self.data) < HEADER.size:
+        # bytes, or a read-only mmap of the kernel's BTF: then only the pages that are used are read.
+        buf = data if isinstance(data, (bytes, mmap.mmap)) else bytes(data)
+        self._buf = buf
+        self._data: bytes | None = buf if isinstance(buf, bytes) else None
+        if len(buf) < HEADER.size:
             raise ObjectError("BTF blob shorter than its header", section=".BTF", offset=0)
-        magic, version, _flags, hdr_len, type_off, type_len, str_off, str_len = HEADER.unpack_from(self.data)
+        magic, version, _flags, hdr_len, type_off, type_len, str_off, str_len = HEADER.unpack_from(buf)
         if magic != BTF_MAGIC:
             if magic == 0x9FEB:
                 raise ObjectError("big-endian BTF is not supported", section=".BTF", offset=0)
             raise ObjectError(f"bad BTF magic {magic:#x}", section=".BTF", offset=0)
         if version != 1:
             raise ObjectError(f"unsupported BTF version {version}", section=".BTF", offset=2)
-        end = len(self.data)
+        end = len(buf)
         if hdr_len < HEADER.size or hdr_len + type_off + type_len > end or hdr_len + str_off + str_len > end:
             raise ObjectError("BTF header points outside the blob", section=".BTF", offset=4)
         if type_len % 4:
@@ -108,24 +111,46 @@ class Spec:
         self.hdr_len = hdr_len
         self._types_start = hdr_len + type_off
         self._types_len = type_len
-        self._strings = self.data[hdr_len + str_off : hdr_len + str_off + str_len]
-        if str_len and self._strings[-1:] != b"\0":
+        self._str_start = hdr_len + str_off
+        self._str_len = str_len
+        self._strings_copy: bytes | None = None
+        if str_len and buf[self._str_start + str_len - 1] != 0:
             raise ObjectError("BTF string section is not NUL terminated", section=".BTF", offset=hdr_len + str_off)
-        self._words = memoryview(self.data[self._types_start : self._types_start + type_len]).cast("I")
+        self._words = memoryview(buf)[self._types_start : self._types_start + type_len].cast("I")
         if sys.byteorder != "little":
             raise ObjectError("pybpf only reads BTF on little-endian hosts", section=".BTF")
         # Ids of this spec start after the base's; string offsets after the base's string section.
         self.first_id = base.next_id if base is not None else 1
         self._str_base = base._str_end if base is not None else 0
-        self._str_end = self._str_base + len(self._strings)
+        self._str_end = self._str_base + str_len
         self._names: dict[str, int | list[int]] | None = None
-        self._name_order: tuple[array[int], array[int]] | None = None
+        # Name-sorted indexes (type index = id - first_id) of the named types, FUNCs apart: vmlinux has
+        # 56k FUNCs against 15k other named types, and CO-RE never looks for a FUNC.
+        self._name_order: array[int] | None = None
+        self._func_order: array[int] | None = None
+        self._named: array[int] | None = None  # named non-FUNC types, in id order (from the scan)
+        self._funcs: array[int] | None = None  # FUNC types, in id order (from the scan)
+        self._cache_file: Path | None = None  # where load_cached keeps the index
         if _index is not None:
-            self._offsets, self._name_order = _index
+            self._offsets, self._name_order, self._func_order = _index
         else:
             self._offsets = self._scan()
         self.next_id = self.first_id + len(self._offsets)
         self._cache: dict[int, Type] = {}
+
+    @property
+    def data(self) -> bytes:
+        """The raw BTF blob."""
+        if self._data is None:
+            self._data = bytes(self._buf)
+        return self._data
+
+    @property
+    def _strings(self) -> bytes:
+        """The string section (a copy when the blob is mapped)."""
+        if self._strings_copy is None:
+            self._strings_copy = bytes(self._buf[self._str_start : self._str_start + self._str_len])
+        return self._strings_copy
 
     # ---- construction -------------------------------------------------------------------------
 
@@ -135,25 +160,48 @@ class Spec:
             return cls(f.read(), base, name=str(path))
 
     def _scan(self) -> array[int]:
-        """Word offsets of each type record; validates lengths and kinds as it goes."""
+        """Word offsets of each type record; validates lengths and kinds as it goes, and notes which
+        records are FUNCs and which other records have a name (for the name indexes).
+
+        A record's length depends only on its info word (kind and vlen), and vmlinux has a few thousand
+        distinct info words for 130k records: a dict of known lengths keeps the loop to a lookup and an add
+        (FUNC lengths are stored negated to tell them apart without decoding the kind).
+        """
         words = self._words
         n = len(words)
         offsets = array("I")
         append = offsets.append
-        extra = _EXTRA_WORDS
-        pos = 0
+        named = array("I")
+        add_named = named.append
+        funcs = array("I")
+        add_func = funcs.append
+        lengths: dict[int, int] = {}
+        known = lengths.get
+        pos = idx = 0
         while pos < n:
             if pos + 3 > n:
                 raise ObjectError("truncated BTF type record", section=".BTF", offset=self._types_start + pos * 4)
             info = words[pos + 1]
-            kind = (info >> 24) & 0x1F
-            if kind == 0 or kind > Kind.ENUM64:
-                raise ObjectError(f"unknown BTF kind {kind}", section=".BTF", offset=self._types_start + pos * 4)
-            fixed, per = extra.get(kind, _NO_EXTRA)
+            step = known(info)
+            if step is None:
+                kind = (info >> 24) & 0x1F
+                if kind == 0 or kind > Kind.ENUM64:
+                    raise ObjectError(f"unknown BTF kind {kind}", section=".BTF", offset=self._types_start + pos * 4)
+                fixed, per = _EXTRA_WORDS.get(kind, _NO_EXTRA)
+                step = 3 + fixed + per * (info & 0xFFFF)
+                lengths[info] = -step if kind == Kind.FUNC else step
             append(pos)
-            pos += 3 + fixed + per * (info & 0xFFFF)
+            if step > 0:
+                if words[pos]:
+                    add_named(idx)
+                pos += step
+            else:
+                add_func(idx)
+                pos -= step
+            idx += 1
         if pos != n:
             raise ObjectError("BTF type section ends inside a record", section=".BTF", offset=self._types_start + n * 4)
+        self._named, self._funcs = named, funcs
         return offsets
 
     # ---- strings ------------------------------------------------------------------------------
@@ -163,13 +211,25 @@ class Spec:
             assert self.base is not None
             return self.base.string(offset)
         rel = offset - self._str_base
-        s = self._strings
-        if rel >= len(s):
+        if rel >= self._str_len:
             raise ObjectError(f"BTF string offset {offset} out of range", section=".BTF")
-        end = s.index(b"\0", rel)
-        return s[rel:end].decode("utf-8", "replace")
+        start = self._str_start + rel
+        buf = self._buf
+        return buf[start : buf.find(b"\0", start)].decode("utf-8", "replace")
 
     # ---- types --------------------------------------------------------------------------------
+
+    def _string_bytes(self, offset: int) -> bytes:
+        """The raw bytes of a string (no decoding), for name comparisons."""
+        if offset < self._str_base:
+            assert self.base is not None
+            return self.base._string_bytes(offset)
+        rel = offset - self._str_base
+        if rel >= self._str_len:
+            raise ObjectError(f"BTF string offset {offset} out of range", section=".BTF")
+        start = self._str_start + rel
+        buf = self._buf
+        return buf[start : buf.find(b"\0", start)]
 
     def __len__(self) -> int:
         """Number of type ids addressable from this spec, void and the base's included."""
@@ -296,35 +356,90 @@ class Spec:
             self._names = names
         return self._names
 
-    def ids_by_name(self, name: str) -> list[int]:
-        """Ids of every type of this spec and its base with exactly this name."""
-        found = self.base.ids_by_name(name) if self.base is not None else []
+    def ids_by_name(self, name: str, *, funcs: bool = True) -> list[int]:
+        """Ids of every type of this spec and its base with exactly this name (FUNCs left out of
+        large specs when `funcs` is False: a cheaper search when no FUNC is wanted)."""
+        found = self.base.ids_by_name(name, funcs=funcs) if self.base is not None else []
         if self._names is not None or self.next_id - self.first_id < 4096:
             hit = self._name_index().get(name)
             if hit is None:
                 return found
             return [*found, *hit] if isinstance(hit, list) else [*found, hit]
-        # Large specs (the kernel's): find the name's string offsets, then the records that use them,
-        # instead of decoding 130k names into a dict.
-        sorted_offs, order = self._name_order_index()
-        needle = b"\0" + name.encode() + b"\0"
-        strings = self._strings
-        start = strings.find(needle)
-        while start >= 0:
-            off = self._str_base + start + 1
-            lo = bisect.bisect_left(sorted_offs, off)
-            hi = bisect.bisect_right(sorted_offs, off, lo)
-            found.extend(sorted(self.first_id + i for i in order[lo:hi]))
-            start = strings.find(needle, start + 1)
+        # Large specs (the kernel's): bisect the name-sorted indexes instead of decoding 130k names.
+        first = self.first_id
+        raw = name.encode()
+        own = [first + idx for _name, idx in self._sorted_names_from(self._name_sorted_index(), raw, exact=True)]
+        if funcs:
+            own += [first + idx for _name, idx in self._sorted_names_from(self._func_sorted_index(), raw, exact=True)]
+            own.sort()
+        found.extend(own)
         return found
 
-    def _name_order_index(self) -> tuple[array[int], array[int]]:
-        """Type indexes sorted by name offset (and the sorted offsets), for bisecting."""
+    def ids_by_name_prefix(self, prefix: str, *, funcs: bool = True) -> list[tuple[str, int]]:
+        """(name, id) of this spec's own types (not the base's) whose name starts with `prefix`."""
+        raw = prefix.encode()
+        if self.next_id - self.first_id < 4096:
+            first = self.first_id
+            out = []
+            for idx, pos in enumerate(self._offsets):
+                off = self._words[pos]
+                if off and self._string_bytes(off).startswith(raw):
+                    out.append((self.string(off), first + idx))
+            return out
+        hits = list(self._sorted_names_from(self._name_sorted_index(), raw, exact=False))
+        if funcs:
+            hits += self._sorted_names_from(self._func_sorted_index(), raw, exact=False)
+        return [(nm.decode("utf-8", "replace"), self.first_id + idx) for nm, idx in hits]
+
+    def _sorted_names_from(self, order: array[int], raw: bytes, *, exact: bool) -> Iterator[tuple[bytes, int]]:
+        """(name, type index) from a name-sorted index: names equal to `raw` (exact) or starting with it."""
+        w, offsets, name_of = self._words, self._offsets, self._string_bytes
+
+        def key(idx: int) -> bytes:
+            return name_of(w[offsets[idx]])
+
+        start = bisect.bisect_left(order, raw, key=key)
+        for i in range(start, len(order)):
+            idx = order[i]
+            nm = key(idx)
+            if nm != raw and (exact or not nm.startswith(raw)):
+                return
+            yield nm, idx
+
+    def _name_sorted_index(self) -> array[int]:
+        """Indexes (id - first_id) of the named types other than FUNCs, sorted by name bytes then id."""
         if self._name_order is None:
-            w = self._words
-            pairs = sorted((w[pos], idx) for idx, pos in enumerate(self._offsets))
-            self._name_order = (array("I", [p[0] for p in pairs]), array("I", [p[1] for p in pairs]))
+            if self._named is None:
+                self._classify()
+            assert self._named is not None
+            self._name_order = self._sort_by_name(self._named)
         return self._name_order
+
+    def _func_sorted_index(self) -> array[int]:
+        """Indexes of the FUNC types, sorted by name bytes then id (built on the first FUNC lookup, and
+        then added to the on-disk index)."""
+        if self._func_order is None:
+            if self._funcs is None:
+                self._classify()
+            assert self._funcs is not None
+            self._func_order = self._sort_by_name(self._funcs)
+            self._save_index()
+        return self._func_order
+
+    def _sort_by_name(self, indexes: array[int]) -> array[int]:
+        w, offsets, name_of = self._words, self._offsets, self._string_bytes
+        return array("I", sorted(indexes, key=lambda idx: name_of(w[offsets[idx]])))
+
+    def _classify(self) -> None:
+        """Named non-FUNC and FUNC type indexes, when the spec came from the cache without them."""
+        w = self._words
+        named, funcs = array("I"), array("I")
+        for idx, pos in enumerate(self._offsets):
+            if (w[pos + 1] >> 24) & 0x1F == Kind.FUNC:
+                funcs.append(idx)
+            elif w[pos]:
+                named.append(idx)
+        self._named, self._funcs = named, funcs
 
     def types_by_name(self, name: str, kind: _TypeClass | None = None) -> list[Type]:
         out = [self.type(i) for i in self.ids_by_name(name)]
@@ -346,8 +461,21 @@ class Spec:
     # ---- the on-disk index cache for kernel BTF --------------------------------------------------
 
     def _index_state(self) -> bytes:
-        sorted_offs, order = self._name_order_index()
-        return marshal.dumps((_INDEX_VERSION, self._offsets.tobytes(), sorted_offs.tobytes(), order.tobytes()))
+        funcs = self._func_order.tobytes() if self._func_order is not None else None
+        return marshal.dumps((_INDEX_VERSION, self._offsets.tobytes(), self._name_sorted_index().tobytes(), funcs))
+
+    def _save_index(self) -> None:
+        """Write the index to the disk cache (when this spec came through load_cached)."""
+        cache_file = self._cache_file
+        if cache_file is None:
+            return
+        try:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_bytes(self._index_state())
+            os.replace(tmp, cache_file)
+        except OSError:
+            pass  # a read-only home only costs speed
 
 
 _VOID = Void()
@@ -357,7 +485,7 @@ def _s32(v: int) -> int:
     return v - (1 << 32) if v & 0x80000000 else v
 
 
-def _cache_key(path: str, data: bytes) -> str:
+def _cache_key(path: str, data: bytes | mmap.mmap) -> str:
     # vmlinux BTF cannot change without a reboot: the boot id and size name it without hashing 5 MB.
     if path == KERNEL_BTF:
         try:
@@ -365,30 +493,46 @@ def _cache_key(path: str, data: bytes) -> str:
                 return f"vmlinux-{f.read().strip()}-{len(data)}"
         except OSError:
             pass
+    import hashlib  # only for non-vmlinux BTF (modules): hashlib's OpenSSL import is slow
+
     return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def _read_btf(path: str) -> bytes | mmap.mmap:
+    """The file's bytes; kernel BTF in sysfs is mapped instead where the kernel allows it (6.16+), as a
+    read of vmlinux's 5.5 MB goes through sysfs one page per syscall (~10 ms)."""
+    if path.startswith("/sys/kernel/btf/"):
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                size = os.fstat(fd).st_size
+                if size:
+                    return mmap.mmap(fd, size, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ)
+            finally:
+                os.close(fd)
+        except (OSError, ValueError):
+            pass
+    with open(path, "rb") as f:
+        return f.read()
 
 
 def load_cached(path: str, base: Spec | None = None) -> Spec:
     """Load a BTF file with its index from the disk cache (written on first use)."""
-    with open(path, "rb") as f:
-        data = f.read()
-    key = _cache_key(path, data) + (f"-{_cache_key(base.name, base.data)}" if base is not None else "")
+    data = _read_btf(path)
+    key = _cache_key(path, data) + (f"-{_cache_key(base.name, base._buf)}" if base is not None else "")
     cache_file = cache_dir() / "btf-index" / f"{key}.py{sys.version_info.major}{sys.version_info.minor}"
     try:
-        version, *raw = marshal.loads(cache_file.read_bytes())
+        version, raw_offsets, raw_order, raw_funcs = marshal.loads(cache_file.read_bytes())
         if version == _INDEX_VERSION:
-            offsets, sorted_offs, order = (array("I", r) for r in raw)
-            return Spec(data, base, name=path, _index=(offsets, (sorted_offs, order)))
+            funcs = array("I", raw_funcs) if raw_funcs is not None else None
+            spec = Spec(data, base, name=path, _index=(array("I", raw_offsets), array("I", raw_order), funcs))
+            spec._cache_file = cache_file
+            return spec
     except (OSError, ValueError, EOFError, TypeError):
         pass
     spec = Spec(data, base, name=path)
-    try:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_bytes(spec._index_state())
-        os.replace(tmp, cache_file)
-    except OSError:
-        pass  # a read-only home only costs speed
+    spec._cache_file = cache_file
+    spec._save_index()
     return spec
 
 

@@ -8,8 +8,9 @@ than what is touched.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
+
+from pybpf._sys.record import record
 
 if TYPE_CHECKING:
     from pybpf.btf.spec import Spec
@@ -192,7 +193,7 @@ class Array(Type):
         return self._resolve(self.index_id)
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class Member:
     name: str
     type_id: int
@@ -235,7 +236,7 @@ class Union(Composite):
     __slots__ = ()
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class EnumValue:
     name: str
     value: int
@@ -279,7 +280,7 @@ class Fwd(Type):
         self.is_union = is_union
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class Param:
     name: str
     type_id: int
@@ -333,7 +334,7 @@ class Var(_Ref):
         self.linkage = VarLinkage(linkage) if linkage in (0, 1, 2) else linkage
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class VarSecinfo:
     type_id: int
     offset: int

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+from pybpf._sys.record import field, record
 from pybpf.btf.ext import BTFExt, CoreRelo
 from pybpf.btf.spec import Spec
 from pybpf.btf.types import Type
@@ -28,7 +28,7 @@ __all__ = ["CollectionSpec", "ExternSpec", "RelocKind", "Relocation", "VariableS
 RelocKind = Literal["map", "map_value", "kconfig", "ksym", "kfunc", "call", "func"]
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class Relocation:
     """One instruction of a program that refers to a symbol. `index` counts instructions (not slots) of
     `ProgramSpec.instructions`; `offset` is the byte offset into the target for map_value/kconfig."""
@@ -39,7 +39,7 @@ class Relocation:
     offset: int = 0
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class VariableSpec:
     """A global variable: `size` bytes at `offset` in the value of map `section` (a key of
     CollectionSpec.maps: ".data", ".rodata", ".bss", ".data.foo"...). `type` is the variable's BTF type
@@ -62,7 +62,7 @@ class VariableSpec:
         return bytes(data[self.offset : self.offset + self.size])
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class ExternSpec:
     """An `extern` the loader resolves against the running kernel.
 
@@ -81,7 +81,7 @@ class ExternSpec:
     typed: bool = False
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class CollectionSpec:
     """Everything in one BPF object file.
 

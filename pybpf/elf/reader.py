@@ -5,8 +5,8 @@ relocate_calls) but stops where the kernel comes in: map fds, BTF ids of kernel 
 and CO-RE are left to the loader, recorded on the instructions (`Instruction.reference` + `src`) and in
 the spec.
 
-Speed: pyelftools parses the ELF header; the section header table, symbols and relocations are read
-with numpy in one go, and program bytes are patched in place before one `Instructions.decode` per
+Speed: the ELF header, section header table, symbols and relocations are read with `struct` (no
+pyelftools, no numpy: both cost more to import than a whole load), and program bytes are patched in place before one `Instructions.decode` per
 program, so only instructions that carry metadata (function starts, references, source lines) become
 Python objects.
 """
@@ -14,21 +14,15 @@ Python objects.
 from __future__ import annotations
 
 import bisect
-import io
 import mmap
 import os
 import struct
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any, NamedTuple, NoReturn
-
-import numpy as np
-import numpy.typing as npt
-from elftools.common.exceptions import ELFError
-from elftools.elf.elffile import ELFFile
 
 from pybpf import asm
 from pybpf._sys import types as T
+from pybpf._sys.record import field, record
 from pybpf.btf import ext as btf_ext
 from pybpf.btf.ext import BTFExt, CoreRelo
 from pybpf.btf.spec import Spec
@@ -74,24 +68,15 @@ SHN_XINDEX = 0xFFFF
 _KNOWN_SHT = frozenset({0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 14, 15, 16, 17, 18})
 _SHT_LOOS = 0x60000000
 
-_SHDR = np.dtype(
-    [
-        ("name", "<u4"),
-        ("type", "<u4"),
-        ("flags", "<u8"),
-        ("addr", "<u8"),
-        ("offset", "<u8"),
-        ("size", "<u8"),
-        ("link", "<u4"),
-        ("info", "<u4"),
-        ("addralign", "<u8"),
-        ("entsize", "<u8"),
-    ]
-)
-_SYM = np.dtype(
-    [("name", "<u4"), ("info", "u1"), ("other", "u1"), ("shndx", "<u2"), ("value", "<u8"), ("size", "<u8")]
-)
-_REL = np.dtype([("offset", "<u8"), ("info", "<u8")])
+# Elf64_Ehdr after e_ident: type, machine, version, entry, phoff, shoff, flags, ehsize, phentsize, phnum,
+# shentsize, shnum, shstrndx.
+_EHDR = struct.Struct("<16xHHIQQQIHHHHHH")
+# Elf64_Shdr: name, type, flags, addr, offset, size, link, info, addralign, entsize.
+_SHDR = struct.Struct("<IIQQQQIIQQ")
+_SYM = struct.Struct("<IBBHQQ")  # Elf64_Sym: name, info, other, shndx, value, size
+_REL = struct.Struct("<QQ")  # Elf64_Rel: offset, info
+ET_REL = 1
+_ET_NAMES = {0: "ET_NONE", 1: "ET_REL", 2: "ET_EXEC", 3: "ET_DYN", 4: "ET_CORE"}
 
 _INSN = 8
 _OP_LD_IMM64 = asm.OPCODE_LD_IMM64
@@ -116,7 +101,6 @@ _RINGBUFS = (T.MapType.RINGBUF, T.MapType.USER_RINGBUF)
 
 # Whatever a malformed file can make the parsing code raise; turned into ObjectError.
 _PARSE_ERRORS: tuple[type[BaseException], ...] = (
-    ELFError,
     struct.error,
     ValueError,
     IndexError,
@@ -127,13 +111,6 @@ _PARSE_ERRORS: tuple[type[BaseException], ...] = (
     RecursionError,
     AssertionError,
 )
-try:  # pyelftools' own construct errors
-    from elftools.construct.core import ConstructError
-
-    _PARSE_ERRORS = (*_PARSE_ERRORS, ConstructError)
-except ImportError:  # pragma: no cover - older/newer pyelftools layouts
-    pass
-
 
 # ---- public API -----------------------------------------------------------------------------------------
 
@@ -227,7 +204,7 @@ class _Symbol(NamedTuple):
         return self.visibility in (STV_HIDDEN, STV_INTERNAL)
 
 
-@dataclass(slots=True, eq=False)
+@record(slots=True, eq=False)
 class _Func:
     """A function symbol: `nslots` 8-byte slots from `start` (a slot index) in exec section `sec`."""
 
@@ -240,7 +217,7 @@ class _Func:
     fixups: list[tuple[int, _Reloc]] | None = None
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class _Reloc:
     kind: RelocKind
     target: str = ""  # map key, extern name or function name
@@ -249,7 +226,7 @@ class _Reloc:
     src: int = 0  # src register value to set (ld_imm64 / call)
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class _DataSection:
     section: _Section
     key: str
@@ -258,13 +235,13 @@ class _DataSection:
     map: MapSpec | None = None
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class _Placed:
     func: _Func
     base: int  # slot where the function starts in the assembled program
 
 
-@dataclass(slots=True)
+@record(slots=True)
 class _Assembly:
     code: bytearray
     placed: list[_Placed] = field(default_factory=list)
@@ -419,7 +396,7 @@ class _Reader:
     def _parse_elf(self) -> None:
         data = self.data
         self.where = "ELF header"
-        if len(data) < 64:
+        if len(data) < _EHDR.size:
             self.fail(f"file is {len(data)} bytes, too short for an ELF header", offset=0)
         if data[:4] != b"\x7fELF":
             self.fail("not an ELF file (bad magic)", offset=0)
@@ -427,50 +404,40 @@ class _Reader:
             self.fail("not a 64-bit ELF file; BPF objects are ELF64", offset=4)
         if data[5] != 1:  # EI_DATA
             self.fail("not a little-endian ELF file; big-endian BPF objects are not supported", offset=5)
-        elf = ELFFile(io.BytesIO(data))
-        if elf.elfclass != 64:
-            self.fail("not a 64-bit ELF file; BPF objects are ELF64", offset=4)
-        if not elf.little_endian:
-            self.fail("big-endian BPF objects are not supported", offset=5)
-        header = elf.header
-        if header["e_type"] != "ET_REL":
+        (e_type, machine, _version, _entry, _phoff, shoff, _flags, _ehsize, _phentsize, _phnum, shentsize,
+         shnum, shstrndx) = _EHDR.unpack_from(data)
+        if e_type != ET_REL:
             self.fail(
-                f"not a relocatable object (e_type {header['e_type']}); pass the .o clang produced", offset=16
+                f"not a relocatable object (e_type {_ET_NAMES.get(e_type, e_type)}); pass the .o clang produced",
+                offset=16,
             )
-        machine = header["e_machine"]
-        if machine not in ("EM_BPF", "EM_NONE", EM_BPF, EM_NONE):
+        if machine not in (EM_BPF, EM_NONE):
             self.fail(f"not a BPF object (e_machine {machine}); compile with clang -target bpf", offset=18)
-        shoff = int(header["e_shoff"])
-        shnum = int(header["e_shnum"])
-        shstrndx = int(header["e_shstrndx"])
-        if header["e_shentsize"] != _SHDR.itemsize and shoff:
-            self.fail(
-                f"section header entries are {header['e_shentsize']} bytes, not {_SHDR.itemsize}", offset=58
-            )
+        if shentsize != _SHDR.size and shoff:
+            self.fail(f"section header entries are {shentsize} bytes, not {_SHDR.size}", offset=58)
         if shoff == 0:
             self.fail("the file has no section header table", offset=40)
-        if shoff + _SHDR.itemsize > len(data):
+        if shoff + _SHDR.size > len(data):
             self.fail(f"section header table at {shoff:#x} lies past the end of the file", offset=40)
-        first = np.frombuffer(data, dtype=_SHDR, count=1, offset=shoff)[0]
+        first = _SHDR.unpack_from(data, shoff)
         if shnum == 0:  # extended numbering: the count lives in section 0
-            shnum = int(first["size"])
+            shnum = first[5]
         if shstrndx == SHN_XINDEX:
-            shstrndx = int(first["link"])
-        if shoff + shnum * _SHDR.itemsize > len(data):
+            shstrndx = first[6]
+        if shoff + shnum * _SHDR.size > len(data):
             self.fail(
                 f"section header table ({shnum} entries at {shoff:#x}) runs past the end of the file "
                 f"({len(data)} bytes); the file is truncated",
                 offset=shoff,
             )
-        headers = np.frombuffer(data, dtype=_SHDR, count=shnum, offset=shoff)
         if not 0 < shstrndx < shnum:
             self.fail(f"section name table index {shstrndx} is out of range", offset=62)
-        rows = headers[["name", "type", "flags", "offset", "size", "link", "info", "entsize"]].tolist()
+        rows = list(_SHDR.iter_unpack(memoryview(data)[shoff : shoff + shnum * _SHDR.size]))
         names_hdr = rows[shstrndx]
         self.where = "section names"
-        names = self._bytes_at(names_hdr[3], names_hdr[4], "section name table")
+        names = self._bytes_at(names_hdr[4], names_hdr[5], "section name table")
         sections = []
-        for i, (name_off, sh_type, flags, offset, size, link, info, entsize) in enumerate(rows):
+        for i, (name_off, sh_type, flags, _addr, offset, size, link, info, _align, entsize) in enumerate(rows):
             if name_off >= len(names) and i:
                 self.fail(
                     f"section {i} has a name offset {name_off} past the section name table",
@@ -532,25 +499,25 @@ class _Reader:
             self.fail("more than one symbol table")
         symtab = symtabs[0]
         self.where = symtab.name
-        if symtab.entsize != _SYM.itemsize:
-            self.fail(f"symbol entries are {symtab.entsize} bytes, not {_SYM.itemsize}")
-        if symtab.size % _SYM.itemsize:
-            self.fail(f"symbol table size {symtab.size} is not a multiple of {_SYM.itemsize}")
+        if symtab.entsize != _SYM.size:
+            self.fail(f"symbol entries are {symtab.entsize} bytes, not {_SYM.size}")
+        if symtab.size % _SYM.size:
+            self.fail(f"symbol table size {symtab.size} is not a multiple of {_SYM.size}")
         raw = self._section_data(symtab)
         if not 0 < symtab.link < len(self.sections) or self.sections[symtab.link].type != SHT_STRTAB:
             self.fail(f"symbol table links to section {symtab.link}, which is not a string table")
         strtab = self._section_data(self.sections[symtab.link])
-        rows = np.frombuffer(raw, dtype=_SYM).tolist()
+        rows = _SYM.iter_unpack(raw)
         symbols = []
         nsec = len(self.sections)
         for i, (name_off, info, other, shndx, value, size) in enumerate(rows):
             if name_off >= len(strtab) and name_off:
                 self.fail(
-                    f"symbol {i} has a name offset {name_off} past the string table", offset=i * _SYM.itemsize
+                    f"symbol {i} has a name offset {name_off} past the string table", offset=i * _SYM.size
                 )
             if shndx >= nsec and shndx < SHN_LORESERVE:
                 self.fail(
-                    f"symbol {i} points at section {shndx}, which does not exist", offset=i * _SYM.itemsize
+                    f"symbol {i} points at section {shndx}, which does not exist", offset=i * _SYM.size
                 )
             if name_off:
                 end = strtab.find(b"\0", name_off)
@@ -958,7 +925,7 @@ class _Reader:
                 )
             if sym_idx >= nsyms:
                 self.fail(
-                    f"relocation #{i} names symbol {sym_idx}, which does not exist", offset=i * _REL.itemsize
+                    f"relocation #{i} names symbol {sym_idx}, which does not exist", offset=i * _REL.size
                 )
             sym = self.symbols[sym_idx]
             slot = r_offset // _INSN
@@ -967,13 +934,12 @@ class _Reader:
             relocs[slot] = self._classify(code, slot, sym, target)
 
     def _rel_rows(self, rel_sec: _Section) -> list[tuple[int, int]]:
-        if rel_sec.entsize != _REL.itemsize:
-            self.fail(f"relocation entries are {rel_sec.entsize} bytes, not {_REL.itemsize}")
+        if rel_sec.entsize != _REL.size:
+            self.fail(f"relocation entries are {rel_sec.entsize} bytes, not {_REL.size}")
         raw = self._section_data(rel_sec)
-        if len(raw) % _REL.itemsize:
-            self.fail(f"relocation section size {len(raw)} is not a multiple of {_REL.itemsize}")
-        rows: list[tuple[int, int]] = np.frombuffer(raw, dtype=_REL).tolist()
-        return rows
+        if len(raw) % _REL.size:
+            self.fail(f"relocation section size {len(raw)} is not a multiple of {_REL.size}")
+        return list(_REL.iter_unpack(raw))
 
     def _func_at(self, sec: int, slot: int) -> _Func | None:
         """The function of exec section `sec` containing `slot`."""
@@ -1290,7 +1256,7 @@ class _Reader:
             sym_idx = r_info >> 32
             if sym_idx >= nsyms:
                 self.fail(
-                    f"relocation #{i} names symbol {sym_idx}, which does not exist", offset=i * _REL.itemsize
+                    f"relocation #{i} names symbol {sym_idx}, which does not exist", offset=i * _REL.size
                 )
             if r_offset + 8 > maps_sec.size:
                 self.fail(
@@ -1437,23 +1403,32 @@ def _scan_code(code: bytes, fail: Callable[..., NoReturn]) -> tuple[list[int], l
                 slot += 1
             slot += 1
         return calls, ptrs
-    view = np.frombuffer(code, dtype=np.uint8)
-    codes = view[0::_INSN]
-    srcs = view[1::_INSN] >> 4
-    wide = np.flatnonzero(codes == _OP_LD_IMM64)
-    if wide.size:
-        if int(wide[-1]) + 1 >= len(codes):
-            fail(
-                "ld_imm64 at the end of the section is missing its second half", offset=int(wide[-1]) * _INSN
-            )
-        words: npt.NDArray[np.uint32] = np.frombuffer(code, dtype="<u4")
-        bad = np.flatnonzero(words[2 * (wide + 1)] != 0)
-        if bad.size:
-            fail(_BAD_SECOND_HALF, offset=(int(wide[bad[0]]) + 1) * _INSN)
-    return (
-        np.flatnonzero((codes == _OP_CALL) & (srcs == asm.PSEUDO_CALL)).tolist(),
-        np.flatnonzero((codes == _OP_LD_IMM64) & (srcs == asm.PSEUDO_FUNC)).tolist(),
-    )
+    # Bigger sections: byte-strided slices give every slot's opcode and registers byte at C speed; only
+    # the slots holding a call or ld_imm64 opcode are looked at in Python.
+    codes = code[0::_INSN]
+    regs = code[1::_INSN]
+    calls = [slot for slot in _positions(codes, _OP_CALL) if regs[slot] >> 4 == asm.PSEUDO_CALL]
+    ptrs = []
+    for slot in _positions(codes, _OP_LD_IMM64):
+        if slot + 1 >= nslots:
+            fail("ld_imm64 at the end of the section is missing its second half", offset=slot * _INSN)
+        pos = (slot + 1) * _INSN
+        if code[pos : pos + 4] != b"\0\0\0\0":
+            fail(_BAD_SECOND_HALF, offset=pos)
+        if regs[slot] >> 4 == asm.PSEUDO_FUNC:
+            ptrs.append(slot)
+    return calls, ptrs
+
+
+def _positions(haystack: bytes, byte: int) -> list[int]:
+    """Every index of `byte` in `haystack` (bytes.find runs in C)."""
+    out = []
+    find = haystack.find
+    i = find(byte)
+    while i >= 0:
+        out.append(i)
+        i = find(byte, i + 1)
+    return out
 
 
 _BAD_SECOND_HALF = (

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import enum
 import functools
-from dataclasses import dataclass
 
+from pybpf._sys.record import record
 from pybpf._sys.types import AttachType, ProgType
 
 __all__ = ["SectionDef", "SectionFlags", "attach_target", "find_section_def", "section_defs"]
@@ -34,7 +34,7 @@ class SectionFlags(enum.IntFlag):
     USDT = 32  # attach type becomes TRACE_UPROBE_MULTI where the kernel has uprobe_multi links
 
 
-@dataclass(frozen=True, slots=True)
+@record(frozen=True, slots=True)
 class SectionDef:
     """One row of the table: `prefix` in libbpf's notation (``"kprobe+"``, ``"xdp/devmap"``)."""
 

@@ -14,13 +14,13 @@ import os
 import threading
 import weakref
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING
 
 from pybpf._sys import types as T
 from pybpf._sys.fd import FD
 from pybpf._sys.mounts import BPFFS, ensure_bpffs
+from pybpf._sys.record import record
 from pybpf._sys.syscall import bpf, bpf_fd, c_string
 from pybpf.errors import BPFError
 
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 __all__ = ["Link", "LinkInfo", "detach_all", "live_links"]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class LinkInfo:
     id: int
     type: T.LinkType | int

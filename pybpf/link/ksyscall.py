@@ -10,7 +10,7 @@ according to the ``LINUX_HAS_SYSCALL_WRAPPER`` kconfig extern: `has_syscall_wrap
 from __future__ import annotations
 
 import functools
-import platform
+import os
 from typing import TYPE_CHECKING
 
 from pybpf.link.base import Link
@@ -42,7 +42,7 @@ KALLSYMS = "/proc/kallsyms"
 
 
 def _arch_prefix() -> str:
-    return _ARCH_PREFIX.get(platform.machine(), "")
+    return _ARCH_PREFIX.get(os.uname().machine, "")
 
 
 @functools.cache

@@ -23,11 +23,11 @@ from __future__ import annotations
 import ctypes
 import errno as _errno
 import os
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, NoReturn
 
 from pybpf._sys import types as T
 from pybpf._sys.fd import FD
+from pybpf._sys.record import record
 from pybpf._sys.syscall import bpf, bpf_errno, bpf_fd
 from pybpf.errors import BPFError, NotSupportedError
 from pybpf.link.base import Link
@@ -69,7 +69,7 @@ _HOOK_NAMES: dict[int, str] = {
 }
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class BtfTarget:
     """Where a BTF-targeted program hooks: `type_id` in vmlinux (``obj_fd`` None) or in `module`'s BTF
     (``obj_fd`` is that BTF object, for ``attach_btf_obj_fd``)."""

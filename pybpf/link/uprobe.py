@@ -22,12 +22,12 @@ import os
 import re
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, NoReturn
 
 from pybpf._sys import types as T
 from pybpf._sys.fd import FD
 from pybpf._sys.mounts import ensure_tracefs
+from pybpf._sys.record import record
 from pybpf._sys.syscall import bpf_errno, perf_event_open
 from pybpf.errors import BPFError, NotSupportedError
 from pybpf.link._legacy_events import append_event, owned_events, remove_stale
@@ -64,7 +64,7 @@ _cleaned = False
 # ---- the uprobe PMU ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class UprobePMU:
     """The uprobe PMU as sysfs describes it: its perf type and where in ``attr.config`` the retprobe
     flag and the reference counter (USDT semaphore) offset go; `ref_ctr_shift` is None before 4.20."""

@@ -21,18 +21,17 @@ import errno as _errno
 import functools
 import io
 import os
-import platform
 import re
 import struct
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from elftools.elf.elffile import ELFFile
 
 from pybpf._sys import types as T
 from pybpf._sys.fd import FD
+from pybpf._sys.record import record
 from pybpf._sys.syscall import bpf, bpf_fd
 from pybpf.btf import Array, Composite, Enum, Spec, Struct, kernel_spec, sizeof
 from pybpf.btf import Type as BtfType
@@ -64,7 +63,7 @@ _PF_X = 1
 # ---- notes -------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class UsdtArg:
     """One argument location: `size` in bytes (negative: signed), `kind` "const" (the value is
     `offset`), "reg" (the value is in `register`) or "deref" (at `offset` from the address in
@@ -77,7 +76,7 @@ class UsdtArg:
     text: str = ""
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class UsdtNote:
     """One call site of a USDT probe. Addresses are ELF virtual addresses; the `*_offset` fields are the
     file offsets uprobes take (0 semaphore: the probe has none)."""
@@ -222,7 +221,7 @@ def _pt_regs_members() -> dict[str, int]:
 
 def pt_regs_offset(register: str) -> int:
     """Offset in the kernel's ``struct pt_regs`` of an x86-64 register named as in USDT specs ("edi")."""
-    machine = platform.machine()
+    machine = os.uname().machine
     if machine != "x86_64":
         raise NotSupportedError(f"USDT arguments on {machine}", "", detail="pybpf decodes x86-64 register "
                                 "names only; probes still attach, bpf_usdt_arg() does not work")
@@ -238,14 +237,14 @@ def pt_regs_offset(register: str) -> int:
 # ---- struct __bpf_usdt_spec through BTF -------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class _Field:
     offset: int
     size: int
     signed: bool = False
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class _SpecLayout:
     size: int
     args: int  # offset of args[]
