@@ -625,7 +625,21 @@ def _kernel_type_id(name: str, kinds: tuple[type[bt.Type], ...]) -> int:
     return found[0].id if found else 0
 
 
+# libbpf's poison for calls to absent weak kfuncs: an invalid helper id the verifier rejects only if the call is
+# reachable, so a call guarded by bpf_ksym_exists() is pruned as dead code. (A kfunc call with BTF id 0 would be
+# rejected before dead-code analysis.)
+_POISONED_KFUNC_CALL = 2002000000
+
+
 def _relocate_ksym(insn: asm.Instruction, ext: ExternSpec) -> None:
+    if ext.kind == "kfunc":
+        # the address of a kernel function, i.e. bpf_ksym_exists(kfunc): its BTF id, or 0 for an absent weak one
+        tid = _kernel_type_id(ext.name, (Func,))
+        if not tid and not ext.weak:
+            raise NotSupportedError(f"kfunc {ext.name}", detail="not in this kernel's BTF")
+        insn.src = asm.PSEUDO_BTF_ID if tid else 0
+        insn.imm = tid
+        return
     if ext.typed:
         tid = _kernel_type_id(ext.name, (Var,))
         if not tid:
@@ -646,6 +660,9 @@ def _relocate_ksym(insn: asm.Instruction, ext: ExternSpec) -> None:
             return
         raise NotSupportedError(f"kernel symbol {ext.name} (__ksym)", detail="not in /proc/kallsyms")
     if addr is None:
+        if ext.weak:
+            insn.imm = 0
+            return
         raise NotSupportedError(f"kernel symbol {ext.name} (__ksym)", detail="not in /proc/kallsyms")
     insn.imm = addr
 
@@ -654,8 +671,9 @@ def _relocate_kfunc(insn: asm.Instruction, ext: ExternSpec) -> None:
     tid = _kernel_type_id(ext.name, (Func,))
     if not tid:
         if ext.weak:
-            # libbpf poisons calls to missing weak kfuncs; the program must guard them with bpf_ksym_exists.
-            insn.imm = 0
+            insn.src = 0
+            insn.imm = _POISONED_KFUNC_CALL
+            insn.off = 0
             return
         raise NotSupportedError(f"kfunc {ext.name}", detail="not in this kernel's BTF")
     insn.imm = tid

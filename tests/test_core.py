@@ -40,7 +40,11 @@ from pybpf.errors import ObjectError
 K = CoreReloKind
 KERNEL_BTF = Path("/sys/kernel/btf/vmlinux")
 
-pytestmark = pytest.mark.skipif(not KERNEL_BTF.exists(), reason="kernel BTF (CONFIG_DEBUG_INFO_BTF) missing")
+# CO-RE against another kernel's BTF matters: these run on the second kernel too (pybpf vmtest).
+pytestmark = [pytest.mark.skipif(not KERNEL_BTF.exists(), reason="kernel BTF (CONFIG_DEBUG_INFO_BTF) missing"),
+              pytest.mark.kernel2]
+# Code runs ~15x slower under qemu's TCG emulation: time bounds scale with it there.
+SLOWER = 20 if os.environ.get("PYBPF_VMTEST") == "1" else 1
 
 
 # ----- helpers ---------------------------------------------------------------------------------------------
@@ -595,7 +599,7 @@ def test_candidates_are_cached_and_resolution_is_fast(fields_obj: Obj, types_obj
         for o, r in relos:
             resolve(r, locals_[id(o)], targets)
     elapsed = time.process_time() - start
-    assert elapsed < 0.1, f"{3 * len(relos)} relocations took {elapsed * 1e3:.1f} ms"
+    assert elapsed < 0.1 * SLOWER, f"{3 * len(relos)} relocations took {elapsed * 1e3:.1f} ms"
 
 
 # ----- the same answers as libbpf ---------------------------------------------------------------------------
@@ -731,7 +735,7 @@ def test_vmlinux_h_object_same_as_libbpf(bpf_obj: Callable[[str], Path], bpffs_d
     warm = time.process_time() - start
     assert [r.new_value for r in again] == [r.new_value for r in ours]
     # CPU time, generous bounds (measured here: ~20 ms cold, ~6 ms with warm target caches).
-    assert cold < 0.5 and warm < 0.1, f"cold {cold * 1e3:.1f} ms, warm {warm * 1e3:.1f} ms"
+    assert cold < 0.5 * SLOWER and warm < 0.1 * SLOWER, f"cold {cold * 1e3:.1f} ms, warm {warm * 1e3:.1f} ms"
 
     theirs = libbpf_relocations(obj.path, bpffs_dir)
     assert sorted(theirs) == list(range(len(ours)))

@@ -18,6 +18,9 @@ from pybpf import elf
 from pybpf._sys import types as T
 from pybpf.elf import CollectionSpec
 
+# Loading CO-RE, kconfig and ksym objects on another kernel matters: these run on the second kernel too.
+pytestmark = pytest.mark.kernel2
+
 ETH_PACKET = bytes(14) + bytes(50)
 
 

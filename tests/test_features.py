@@ -22,7 +22,10 @@ from pybpf.errors import NotSupportedError, VerifierError
 from pybpf.features import versions
 from pybpf.program import Program, ProgramSpec
 
-pytestmark = pytest.mark.usefixtures("require_root")
+# Feature probes on another kernel matter: these run on the second kernel too (pybpf vmtest).
+pytestmark = [pytest.mark.usefixtures("require_root"), pytest.mark.kernel2]
+# Code runs ~15x slower under qemu's TCG emulation: time bounds scale with it there.
+SLOWER = 20 if os.environ.get("PYBPF_VMTEST") == "1" else 1
 
 
 @pytest.fixture(scope="module")
@@ -196,10 +199,10 @@ def test_probe_all_is_fast_and_cached() -> None:
     start = time.perf_counter()
     features.probe_all(helpers=True)
     first = time.perf_counter() - start
-    assert first < 5.0
+    assert first < 5.0 * SLOWER
     start = time.perf_counter()
     features.probe_all(helpers=True)
-    assert time.perf_counter() - start < 0.1  # every answer is cached per process
+    assert time.perf_counter() - start < 0.1 * SLOWER  # every answer is cached per process
 
 
 def test_cli_tables() -> None:

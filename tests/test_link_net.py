@@ -275,6 +275,7 @@ def test_tc_clsact_qdisc_shared_by_links_and_kept_when_not_ours(netns: Any, drop
         assert "clsact" in qdiscs and filters.strip() == ""
 
 
+@pytest.mark.kernel2
 def test_tcx_forced_on_kernel_without_it_names_the_version(netns: Any, drop_obj: Any) -> None:
     if have_tcx():
         pytest.skip("this kernel has tcx; the error is for kernels before 6.6")

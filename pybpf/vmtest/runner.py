@@ -129,6 +129,11 @@ def _scripts(
         target = shlex.quote(f"/lib/modules/{kernel.release}")
         # The host path is visible through the 9p root; bind it where modprobe (and the kernel) look.
         mods = f"$B mkdir -p $R{target} && $B mount --bind $R{shlex.quote(str(kernel.modules_dir))} $R{target}"
+    if kernel.config is not None:
+        # where an installed kernel keeps it: kconfig readers (pybpf's, libbpf's) fall back to it when the
+        # kernel has no /proc/config.gz, as Debian's does not. The overlay root takes the copy.
+        config = shlex.quote(f"/boot/config-{kernel.release}")
+        mods += (f"\n$B mkdir -p $R/boot && $B cp $R{shlex.quote(str(kernel.config))} $R{config}")
     setup = (_SETUP.replace("@MODULES_BIND@", mods)
              .replace("@STTY_SIZE@", f"cols {columns} rows 50" if columns else ""))
     exports = "\n".join(f"export {name}={shlex.quote(value)}" for name, value in sorted(env.items())
