@@ -217,3 +217,94 @@ def netns(require_root: None) -> Iterator[Callable[..., NetNS]]:
             with contextlib.suppress(ProcessLookupError, ValueError):
                 os.kill(int(pid), signal.SIGKILL)
         subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+
+
+# ----- results report for tools/feature-summary.py --------------------------------------------------------
+
+RESULTS_ENV = "PYBPF_RESULTS"  # path of the JSON report to write; unset: no report
+RESULTS_BEGIN = "pybpf-results-begin"
+RESULTS_END = "pybpf-results-end"
+
+
+class ResultsReport:
+    """Records each test's outcome and skip reason on this kernel and writes them as JSON to $PYBPF_RESULTS.
+
+    Inside a `pybpf vmtest` guest the file would land on the guest's tmpfs overlay and vanish, so there the
+    report is also printed to stdout as one JSON line between RESULTS_BEGIN and RESULTS_END lines, which
+    tools/test.sh keeps (and hides) while it shows the run.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.tests: dict[str, dict[str, Any]] = {}
+        self.text = ""
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        for item in session.items:
+            self.tests[item.nodeid] = {
+                "outcome": "not run",
+                "reason": "",
+                "kernel2": item.get_closest_marker("kernel2") is not None,
+                "features": [str(a) for m in item.iter_markers("feature") for a in m.args],
+            }
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        entry = self.tests.setdefault(
+            report.nodeid, {"outcome": "not run", "reason": "", "kernel2": False, "features": []})
+        if report.when == "call" or (report.when == "setup" and not report.passed):
+            entry["outcome"] = self._outcome(report)
+            entry["reason"] = self._reason(report)
+            entry["duration"] = round(report.duration, 3)
+        elif report.when == "teardown" and report.failed and entry["outcome"] != "failed":
+            entry["outcome"] = "error"
+
+    @staticmethod
+    def _outcome(report: pytest.TestReport) -> str:
+        if hasattr(report, "wasxfail"):
+            return "xfailed" if report.skipped else "xpassed"
+        if report.failed:
+            return "failed" if report.when == "call" else "error"
+        return str(report.outcome)
+
+    @staticmethod
+    def _reason(report: pytest.TestReport) -> str:
+        if hasattr(report, "wasxfail"):
+            return str(report.wasxfail)
+        if report.skipped and isinstance(report.longrepr, tuple):
+            return str(report.longrepr[2]).removeprefix("Skipped: ")
+        return ""
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        import json
+
+        from pybpf.vmtest.runner import in_guest
+
+        report = {
+            "format": 1,
+            "kernel": os.uname().release,
+            "guest": in_guest(),
+            "exitstatus": int(exitstatus),
+            "tests": self.tests,
+        }
+        self.text = json.dumps(report, separators=(",", ":"), sort_keys=True)
+        try:
+            Path(self.path).write_text(self.text + "\n")
+        except OSError as exc:
+            if not in_guest():
+                raise pytest.UsageError(f"{RESULTS_ENV}={self.path}: cannot write the report: {exc}") from exc
+        if not in_guest():
+            self.text = ""  # the host reads the file; only the guest prints its report
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self.text:
+            terminalreporter.write_line(RESULTS_BEGIN)
+            terminalreporter.write_line(self.text)
+            terminalreporter.write_line(RESULTS_END)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "feature(name, ...): the kernel features a test exercises (for tools/feature-summary.py)")
+    path = os.environ.get(RESULTS_ENV)
+    if path and not hasattr(config, "workerinput"):  # xdist workers report through the controller
+        config.pluginmanager.register(ResultsReport(path), "pybpf-results")

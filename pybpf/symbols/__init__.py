@@ -13,15 +13,21 @@ from pybpf.symbols.libs import find_library, ld_so_cache, resolve_binary
 from pybpf.symbols.process import BuildIdSymbols, Mapping, ProcessSymbols, elf_symbols, read_maps
 from pybpf.symbols.stacks import (
     UNKNOWN,
+    BuildIdFrame,
+    build_id_stack,
     fold_stacks,
     format_frame,
+    parse_build_id_stack,
     process_symbols,
+    stack_addresses,
+    symbolize_build_id_stack,
     symbolize_kernel_stack,
     symbolize_user_stack,
 )
 
 __all__ = [
     "UNKNOWN",
+    "BuildIdFrame",
     "BuildIdSymbols",
     "ElfSymbols",
     "KernelSymbols",
@@ -30,17 +36,21 @@ __all__ = [
     "ProcessSymbols",
     "Symbol",
     "SymbolNotFoundError",
+    "build_id_stack",
     "elf_symbols",
     "find_library",
     "fold_stacks",
     "format_frame",
     "kernel_symbols",
     "ld_so_cache",
+    "parse_build_id_stack",
     "process_symbols",
     "read_build_id",
     "read_maps",
     "resolve_binary",
     "resolve_uprobe_offset",
+    "stack_addresses",
+    "symbolize_build_id_stack",
     "symbolize_kernel_stack",
     "symbolize_user_stack",
 ]
