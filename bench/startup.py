@@ -36,6 +36,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+from _bcc import bcc_runtime  # noqa: E402
+
 ROOT = BENCH.parent
 
 PYBPF_RUNNER = """\
@@ -156,27 +159,33 @@ def _drain(proc: subprocess.Popen[bytes], deadline: float) -> None:
 
 def run_once(tool: Tool, obj: str, settle: float, timeout: float) -> tuple[float, float]:
     """(attach ms, exit ms) of one run."""
-    start = time.monotonic_ns()
-    proc = subprocess.Popen(tool.argv(obj), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            stdin=subprocess.DEVNULL, env=tool.env)
-    try:
-        line, read_at = _read_until(proc, tool.marker, timeout)
-        attached = int(line.split()[1]) if tool.stamped else read_at
-        time.sleep(settle)
-        stop = time.monotonic_ns()
-        proc.send_signal(signal.SIGINT)
-        _drain(proc, time.monotonic() + timeout)
-        status = proc.wait(timeout=timeout)
-        ended = time.monotonic_ns()
-        if status != 0:
-            raise RuntimeError(f"exit status {status}")
-        return (attached - start) / 1e6, (ended - stop) / 1e6
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+    with tempfile.TemporaryFile() as errors:  # a failing tool's complaint, for the report
+        start = time.monotonic_ns()
+        proc = subprocess.Popen(tool.argv(obj), stdout=subprocess.PIPE, stderr=errors,
+                                stdin=subprocess.DEVNULL, env=tool.env)
+        try:
+            try:
+                line, read_at = _read_until(proc, tool.marker, timeout)
+            except RuntimeError as exc:
+                proc.wait()
+                errors.seek(0)
+                raise RuntimeError(f"{exc}: {errors.read().decode(errors='replace').strip()[-300:]}") from None
+            attached = int(line.split()[1]) if tool.stamped else read_at
+            time.sleep(settle)
+            stop = time.monotonic_ns()
+            proc.send_signal(signal.SIGINT)
+            _drain(proc, time.monotonic() + timeout)
+            status = proc.wait(timeout=timeout)
+            ended = time.monotonic_ns()
+            if status != 0:
+                raise RuntimeError(f"exit status {status}")
+            return (attached - start) / 1e6, (ended - stop) / 1e6
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
 
 
 def _compile_objects(work: Path) -> dict[str, str]:
@@ -201,22 +210,6 @@ def _build_loader(work: Path) -> str | None:
         print(f"# libbpf loader did not build: {result.stderr.strip()[-300:]}", file=sys.stderr)
         return None
     return str(out)
-
-
-def _bcc_python() -> tuple[str | None, str]:
-    """A Python that can import bcc and compile a trivial program, or None and why not."""
-    for python in dict.fromkeys([sys.executable, "/usr/bin/python3"]):
-        if not os.path.exists(python):
-            continue
-        probe = subprocess.run(
-            [python, "-c", "from bcc import BPF; BPF(text='int f(void *c) { return 0; }')"],
-            capture_output=True, text=True, check=False, timeout=120)
-        if probe.returncode == 0:
-            return python, ""
-        last = (probe.stderr.strip().splitlines() or ["?"])[-1]
-        if "No module named" not in last:
-            return None, f"BCC does not run here ({last[:160]}; it needs kernel headers for this kernel)"
-    return None, "BCC is not installed (no `bcc` Python module)"
 
 
 def python_env(work: Path) -> dict[str, str]:
@@ -250,14 +243,17 @@ def make_tools(work: Path, objs: dict[str, str], wanted: set[str]) -> tuple[list
             tools.append(Tool("bpftrace", lambda o: [bpftrace, "-e", BPFTRACE[o]], "Attaching", False,
                               "attached = its 'Attaching N probes' line (printed just before attaching)"))
     if "bcc" in wanted:
-        python, why = _bcc_python()
+        python, env_or_why = bcc_runtime()
         if python is None:
-            notes.append(f"BCC skipped: {why}")
+            notes.append(f"BCC skipped: {env_or_why}")
         else:
+            assert isinstance(env_or_why, dict)
             runner = work / "bcc_runner.py"
             runner.write_text(BCC_RUNNER)
+            bcc_env = dict(env_or_why, PYTHONPYCACHEPREFIX=str(work / "pycache"))
+            bcc_env.pop("PYTHONDONTWRITEBYTECODE", None)
             tools.append(Tool("BCC", lambda o: [python, str(runner), o], "attached", True,
-                              "compiles C at start-up against this machine's kernel headers", env=pyenv))
+                              "compiles its C with clang at start-up (against Debian 6.1's headers)", env=bcc_env))
     return tools, notes
 
 
