@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from elftools.elf.constants import SH_FLAGS
 from elftools.elf.elffile import ELFFile
+from elftools.elf.relocation import RelocationSection
+from elftools.elf.sections import SymbolTableSection
 
 from pybpf import asm
 from pybpf.asm import (
@@ -51,6 +53,7 @@ from pybpf.asm import (
     XOR,
     B,
     Builder,
+    ByteOrder,
     H,
     Instruction,
     Instructions,
@@ -635,7 +638,7 @@ def test_matches_llvm_objdump(target: str, bpf_obj: Callable[[str], Path], tmp_p
         from pybpf.toolchain import compile
 
         obj = compile(Path(__file__).parent / "bpf" / "asm_sample.bpf.c", cflags=["-target", "bpfeb"])
-    byteorder = "little" if target == "bpf" else "big"
+    byteorder: ByteOrder = "little" if target == "bpf" else "big"
     sections = _program_sections(obj)
     reference = _objdump(obj)
     assert {"tracepoint/syscalls/sys_enter_getpid", "socket", ".text"} <= set(sections)
@@ -671,7 +674,11 @@ def test_sample_object_relocated_instructions(bpf_obj: Callable[[str], Path]) ->
         elf = ELFFile(f)
         symtab = elf.get_section_by_name(".symtab")
         relocs = elf.get_section_by_name(".reltracepoint/syscalls/sys_enter_getpid")
-        section_data = elf.get_section_by_name("tracepoint/syscalls/sys_enter_getpid").data()
+        section = elf.get_section_by_name("tracepoint/syscalls/sys_enter_getpid")
+        assert isinstance(symtab, SymbolTableSection)
+        assert isinstance(relocs, RelocationSection)
+        assert section is not None
+        section_data = section.data()
         insns = Instructions.decode(section_data)
         targets = {}
         for rel in relocs.iter_relocations():

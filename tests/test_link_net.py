@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -31,6 +31,9 @@ from pybpf.link.socket import attach_socket
 from pybpf.link.sockmap import attach_sockmap
 from pybpf.link.tc import attach_tc, have_tcx
 from pybpf.link.xdp import attach_xdp
+
+if TYPE_CHECKING:
+    from conftest import NetNS
 
 pytestmark = pytest.mark.usefixtures("require_root")
 
@@ -66,14 +69,14 @@ def ip_u32(addr: str) -> int:
     return int.from_bytes(socket.inet_aton(addr), "little")
 
 
-def blocked_address(ns: Any) -> str:
+def blocked_address(ns: NetNS) -> str:
     """A second address on ns's veth end, whose UDP traffic the drop programs block."""
     addr = ns.addr.rsplit(".", 1)[0] + ".3"
     subprocess.run(["ip", "-n", ns.name, "addr", "add", f"{addr}/24", "dev", ns.ifname], check=True)
     return addr
 
 
-def udp_exchange(sender_ns: Any, receiver_ns: Any, addrs: list[str], count: int = 5) -> dict[str, int]:
+def udp_exchange(sender_ns: NetNS, receiver_ns: NetNS, addrs: list[str], count: int = 5) -> dict[str, int]:
     """Send `count` datagrams from sender_ns to each address (bound in receiver_ns); how many arrived."""
     receivers: dict[str, socket.socket] = {}
     with receiver_ns.enter():
@@ -110,18 +113,18 @@ def udp_exchange(sender_ns: Any, receiver_ns: Any, addrs: list[str], count: int 
             s.close()
 
 
-def ns_cmd(ns: Any, *argv: str) -> str:
+def ns_cmd(ns: NetNS, *argv: str) -> str:
     return subprocess.run(["ip", "netns", "exec", ns.name, *argv], capture_output=True, text=True,
                           check=True).stdout
 
 
-def tc_state(ns: Any, ifname: str) -> tuple[str, str]:
+def tc_state(ns: NetNS, ifname: str) -> tuple[str, str]:
     """(bpf filters on ingress+egress, qdiscs) of a device, as `tc` prints them."""
     filters = "".join(ns_cmd(ns, "tc", "filter", "show", "dev", ifname, d) for d in ("ingress", "egress"))
     return filters, ns_cmd(ns, "tc", "qdisc", "show", "dev", ifname)
 
 
-def xdp_attached(ns: Any, ifname: str) -> bool:
+def xdp_attached(ns: NetNS, ifname: str) -> bool:
     return "prog/xdp" in ns_cmd(ns, "ip", "link", "show", "dev", ifname)
 
 

@@ -73,7 +73,7 @@ def _perf_fds() -> int:
 
 def _links_of(prog_ids: set[int]) -> list[int]:
     """Ids of live kernel links (BPF_LINK_GET_NEXT_ID) whose program is one of `prog_ids`."""
-    found = []
+    found: list[int] = []
     next_id = 0
     while True:
         attr = T.GetIdAttr(start_id=next_id)
@@ -360,7 +360,9 @@ def _spin(seconds: float) -> None:
 def test_perf_event_samples_at_the_asked_rate(load: Loader, rate: dict[str, int]) -> None:
     coll = load("link_perf")
     perf_before = _perf_fds()
-    with attach_perf_event(coll.programs["on_sample"], "cpu-clock", **rate) as link:
+    with attach_perf_event(
+        coll.programs["on_sample"], "cpu-clock", frequency=rate.get("frequency"), period=rate.get("period")
+    ) as link:
         assert sorted(link.per_cpu) == sorted(online_cpu_list())  # one perf event per online CPU
         assert _perf_fds() - perf_before == len(link.per_cpu)
         wall = time.monotonic()

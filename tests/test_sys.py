@@ -17,7 +17,7 @@ from pybpf.errors import BPFError
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _check_layout(pycls: type, kernel: Composite, path: str) -> int:
+def _check_layout(pycls: type[ctypes.Structure | ctypes.Union], kernel: Composite, path: str) -> int:
     """Compare every ctypes field offset/size with the BTF member; returns the number of fields checked."""
     checked = 0
     by_name = {name: (getattr(pycls, name), f) for f in pycls._fields_ for name in [f[0]]}

@@ -333,12 +333,12 @@ def _collect(spec: Spec) -> _Parts:
         flag = pyname in ("PerfSampleFormat",)
         lines = [f"class {pyname}(enum.{'IntFlag' if flag else 'IntEnum'}):", f'    """enum {kname}"""']
         for v in e.values:
-            member = v.name.removeprefix(prefix)
-            if member[:1].isdigit():
-                member = "_" + member
-            if member.startswith("__") or member == "MAX":  # enum bounds, not values
+            value_name = v.name.removeprefix(prefix)
+            if value_name[:1].isdigit():
+                value_name = "_" + value_name
+            if value_name.startswith("__") or value_name == "MAX":  # enum bounds, not values
                 continue
-            lines.append(f"    {member} = {v.value}")
+            lines.append(f"    {value_name} = {v.value}")
         enums.append((pyname, lines))
     # Anonymous enums' values.
     consts: dict[str, int] = {}
