@@ -1,16 +1,23 @@
 """Ring buffer consumer throughput: pybpf iterator / callback / batch forms vs libbpf's C consumer.
 
 A C producer (bench/c/getpid_loop.c) calls getpid() in a tight loop; bench/bpf/events.bpf.c writes one 64-byte record
-per call into a 16 MiB ring buffer.  delivered/s = records the consumer got per second of producing;
-lost/s = (records the program produced, its `seq` global, or the producer's call count for the C peer) - delivered.
+per call into a 16 MiB ring buffer (72 bytes with the record header: ~233k records).
 
-    python bench/events.py [--secs 5]
+live:  the producer runs for --secs while the consumer reads.  delivered/s = records the consumer got per second of
+       producing; lost/s = reservations that failed because the ring was full (the program's `dropped` counter; for
+       the C peer, producer calls - delivered).  producer/s is the producer's getpid rate (it speeds up when the ring
+       is full, since a failed reservation is cheaper than a record).
+drain: the producer fills the ring with nobody reading, then each form drains the full ring; median of --repeat
+       fills, records/s of consumer time.
+
+    python bench/events.py [--secs 5] [--mode live|drain|all] [--repeat 5] [--only iterator,batch]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -23,6 +30,11 @@ import pybpf.collection as pc
 from pybpf.toolchain import compile as compile_bpf
 
 HERE = Path(__file__).resolve().parent
+
+FORMS = ["iterator", "callback", "batch", "raw"]
+LABELS = {"c": "libbpf C (ring_buffer__poll)", "iterator": "pybpf iterator (decoded)",
+          "callback": "pybpf callback (decoded)", "batch": "pybpf read_batch (numpy)",
+          "raw": "pybpf iterator (raw bytes)"}
 
 
 def build_c(name: str, out_dir: Path, libs: list[str]) -> Path:
@@ -41,37 +53,56 @@ def producer_result(proc: subprocess.Popen[str]) -> tuple[int, float]:
     return int(calls), float(secs)
 
 
-def run_pybpf(obj: Path, producer: Path, secs: float, form: str) -> dict[str, float]:
+def open_ring(coll: Any, form: str) -> Any:
+    if form == "raw":
+        return coll.ringbuf("events", decode=False)
+    return coll.ringbuf("events", type="event")
+
+
+def consume(rb: Any, form: str, running: Callable[[], bool], idle: float) -> int:
+    """Reads with one form until running() is false and the ring is empty; returns records delivered."""
+    delivered = 0
+    if form in ("iterator", "raw"):
+        seq_sum = 0
+        while True:
+            for ev in rb.events(timeout=idle):
+                delivered += 1
+                if form == "iterator":
+                    seq_sum += ev.seq  # touch a decoded field so the record is really used
+            if not running() and not rb.available:
+                break
+    elif form == "callback":
+        def on_event(ev: Any) -> None:
+            nonlocal delivered
+            delivered += 1
+
+        while running() or rb.available:
+            rb.poll(idle, on_event)
+    elif form == "batch":
+        while running() or rb.available:
+            arr = rb.read_batch()
+            delivered += len(arr)
+            if not len(arr):
+                rb.wait(idle)
+    return delivered
+
+
+def run_live(obj: Path, producer: Path, secs: float, form: str) -> dict[str, float]:
     with pc.load(obj, set={"target_tgid": 0}) as coll:
         coll.attach_all()
-        rb = coll.ringbuf("events", type="event")
-        delivered = 0
-        proc = start_producer(producer, secs)
-        if form == "iterator":
-            for ev in rb.events(timeout=0.3):
-                delivered += 1
-                if ev.seq < 0:  # touch a decoded field so decoding is not optimised away
-                    break
-        elif form == "callback":
-            def on_event(ev: Any) -> None:
-                nonlocal delivered
-                delivered += 1
-            while proc.poll() is None or rb.available:
-                rb.poll(0.1, on_event)
-        elif form == "batch":
-            while proc.poll() is None or rb.available:
-                arr = rb.read_batch()
-                delivered += len(arr)
-                if not len(arr):
-                    rb.wait(0.1)
-        calls, psecs = producer_result(proc)
-        produced = calls  # the producer is the only heavy getpid caller; `seq` counts only reserved records
-        rb.close()
-    return {"delivered/s": delivered / psecs, "lost/s": (produced - delivered) / psecs, "producer/s": calls / psecs,
-            "delivered": delivered, "produced": produced}
+        with open_ring(coll, form) as rb:
+            if form == "batch":
+                rb.read_batch()  # imports numpy (~0.2 s) before the producer starts, as an application would
+            dropped0 = int(coll.variables["dropped"].value)
+            proc = start_producer(producer, secs)
+            delivered = consume(rb, form, lambda: proc.poll() is None, 0.1)
+            calls, psecs = producer_result(proc)
+            lost = int(coll.variables["dropped"].value) - dropped0
+    return {"delivered/s": delivered / psecs, "lost/s": lost / psecs, "producer/s": calls / psecs,
+            "delivered": delivered, "lost": lost}
 
 
-def run_c(obj: Path, loader: Path, producer: Path, secs: float) -> dict[str, float]:
+def run_live_c(obj: Path, loader: Path, producer: Path, secs: float) -> dict[str, float]:
     cons = subprocess.Popen([str(loader), str(obj), "consume", "events", str(secs + 0.5)], stdout=subprocess.PIPE,
                             text=True)
     assert cons.stdout is not None
@@ -80,40 +111,69 @@ def run_c(obj: Path, loader: Path, producer: Path, secs: float) -> dict[str, flo
     calls, psecs = producer_result(proc)
     out, _ = cons.communicate()
     delivered = int(out.split()[-1])
-    return {"delivered/s": delivered / psecs, "lost/s": (calls - delivered) / psecs, "producer/s": calls / psecs,
-            "delivered": delivered, "produced": calls}
+    return {"delivered/s": delivered / psecs, "lost/s": max(0, calls - delivered) / psecs,
+            "producer/s": calls / psecs, "delivered": delivered, "lost": calls - delivered}
+
+
+def run_drain(obj: Path, producer: Path, form: str, repeat: int) -> dict[str, float]:
+    rates: list[float] = []
+    counts: list[int] = []
+    with pc.load(obj, set={"target_tgid": 0}) as coll:
+        coll.attach_all()
+        with open_ring(coll, form) as rb:
+            for _ in range(repeat):
+                rb.read_batch() if form == "batch" else rb.consume()  # start from an empty ring
+                producer_result(start_producer(producer, 0.25))  # fills the 16 MiB ring (~70 ms at 3 M/s)
+                t0 = time.perf_counter()
+                n = consume(rb, form, lambda: False, 0)
+                dt = time.perf_counter() - t0
+                rates.append(n / dt)
+                counts.append(n)
+    return {"records/s": statistics.median(rates), "records": statistics.median(counts)}
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--secs", type=float, default=5.0)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--secs", type=float, default=5.0, help="live mode: producer run time (default 5)")
+    ap.add_argument("--mode", choices=["live", "drain", "all"], default="all")
+    ap.add_argument("--repeat", type=int, default=5, help="drain mode: fills per form (median)")
+    ap.add_argument("--only", default="", help=f"comma-separated forms: c,{','.join(FORMS)}")
     args = ap.parse_args()
+    only = set(filter(None, args.only.split(",")))
+    forms = [f for f in FORMS if not only or f in only]
     with tempfile.TemporaryDirectory() as tmp:
-        # clang emits BTF only for types reachable from globals/functions: anchor `struct event` so the reader can
-        # decode by name (libbpf programs do the same, e.g. `struct event *unused __attribute__((unused))`).
-        src = Path(tmp) / "events.bpf.c"
-        src.write_text((HERE / "bpf" / "events.bpf.c").read_text() + "\nstruct event *event_btf_anchor;\n")
-        obj = compile_bpf(src, include=[HERE / "bpf"])
+        obj = compile_bpf(HERE / "bpf" / "events.bpf.c", include=[HERE / "bpf"])
         producer = build_c("getpid_loop", Path(tmp), [])
-        loader = build_c("loader", Path(tmp), ["-lbpf"])
-        rows: dict[str, dict[str, float]] = {}
-        runs: list[tuple[str, Callable[[], dict[str, float]]]] = [
-            ("libbpf C (ring_buffer__poll)", lambda: run_c(obj, loader, producer, args.secs)),
-            ("pybpf iterator (decoded)", lambda: run_pybpf(obj, producer, args.secs, "iterator")),
-            ("pybpf callback (decoded)", lambda: run_pybpf(obj, producer, args.secs, "callback")),
-            ("pybpf read_batch (numpy)", lambda: run_pybpf(obj, producer, args.secs, "batch")),
-        ]
-        for name, fn in runs:
-            rows[name] = fn()
-            print(f"{name}: {rows[name]}", file=sys.stderr)
-            time.sleep(0.5)
-    base = rows["libbpf C (ring_buffer__poll)"]["delivered/s"]
-    print(f"\nRing buffer, 64-byte record per getpid, {args.secs:.0f} s, {os.cpu_count()} CPUs\n")
-    print("| consumer | delivered M/s | lost M/s | producer M calls/s | delivered vs C |")
-    print("|---|---:|---:|---:|---:|")
-    for name, r in rows.items():
-        print(f"| {name} | {r['delivered/s'] / 1e6:.2f} | {r['lost/s'] / 1e6:.2f} | {r['producer/s'] / 1e6:.2f} "
-              f"| {r['delivered/s'] / base:.2f}x |")
+        out: list[str] = []
+        if args.mode in ("live", "all"):
+            live: dict[str, dict[str, float]] = {}
+            if not only or "c" in only:
+                loader = build_c("loader", Path(tmp), ["-lbpf"])
+                live["c"] = run_live_c(obj, loader, producer, args.secs)
+                print(f"c: {live['c']}", file=sys.stderr)
+                time.sleep(0.5)
+            for form in forms:
+                live[form] = run_live(obj, producer, args.secs, form)
+                print(f"{form}: {live[form]}", file=sys.stderr)
+                time.sleep(0.5)
+            base = live["c"]["delivered/s"] if "c" in live else 0.0
+            out += [f"\nLive: ring buffer, 64-byte record per getpid, {args.secs:g} s, {os.cpu_count()} CPUs\n",
+                    "| consumer | delivered M/s | lost M/s | producer M calls/s | delivered vs C |",
+                    "|---|---:|---:|---:|---:|"]
+            for name, r in live.items():
+                ratio = f"{r['delivered/s'] / base:.2f}x" if base else "-"
+                out.append(f"| {LABELS[name]} | {r['delivered/s'] / 1e6:.2f} | {r['lost/s'] / 1e6:.2f} "
+                           f"| {r['producer/s'] / 1e6:.2f} | {ratio} |")
+        if args.mode in ("drain", "all"):
+            drain = {}
+            for form in forms:
+                drain[form] = run_drain(obj, producer, form, args.repeat)
+                print(f"drain {form}: {drain[form]}", file=sys.stderr)
+            out += [f"\nDrain a pre-filled ring (~233k records), median of {args.repeat}\n",
+                    "| consumer | M records/s | records |", "|---|---:|---:|"]
+            for name, r in drain.items():
+                out.append(f"| {LABELS[name]} | {r['records/s'] / 1e6:.2f} | {r['records']:.0f} |")
+    print("\n".join(out))
     return 0
 
 

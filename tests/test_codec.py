@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import random
 import struct
 from collections.abc import Callable
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 
 from pybpf.btf import Array, Composite, Int, Struct, Union, kernel_spec, sizeof
-from pybpf.btf.codec import codec_for, decoder_at, enum_class, numpy_dtype, struct_class
+from pybpf.btf.codec import codec_for, decoder_at, enum_class, numpy_dtype, record_layout, struct_class
 from pybpf.elf import read
 
 
@@ -119,3 +120,58 @@ def test_kernel_types_decode_and_roundtrip() -> None:
     assert checked > 20
     task = dec_task = codec_for(kspec.find("task_struct", Struct))[1](bytes(sizeof(kspec.find("task_struct"))))
     assert dec_task.pid == 0 and dec_task.comm == "" and task is dec_task
+
+
+def test_record_layout_decodes_lazily(btf: Any) -> None:
+    t = btf.find("event", Struct)
+    enc, dec = codec_for(t)
+    layout = record_layout(t)
+    assert layout is not None and layout.cls is not None and record_layout(t) is layout
+    value = {"seq": 7, "neg": -7, "color": "GREEN", "in": {"a": 1007, "b": -7}, "arr": [7, 14, 21], "flag": 1,
+             "level": 7, "sbf": -3, "name": "ev7", "ok": False}
+    raw = enc(value)
+    # Records are `tuple.__new__(cls, unpacked values)`: several records from one buffer with iter_unpack.
+    fmt = struct.Struct(layout.format)
+    buf = b"".join(r.ljust(64, b"\0") for r in (raw, enc({**value, "seq": 8})))
+    pad = struct.Struct(layout.format + f"{64 - fmt.size}x")
+    ev, ev8 = (tuple.__new__(layout.cls, v) for v in pad.iter_unpack(buf))
+    want = dec(raw)
+    assert isinstance(ev, struct_class(t)) and type(ev) is not struct_class(t)
+    assert (ev.seq, ev.neg, ev.color, ev.in_, ev.arr, ev.flag, ev.level, ev.sbf, ev.name, ev.ok) == tuple(want)
+    assert ev.color.name == "GREEN" and ev.in_.b == -7 and ev8.seq == 8
+    assert ev == want and want == ev and ev != ev8 and (ev != want) is False
+    assert list(ev) == list(want) and len(ev) == 10 and ev[3] == want[3] and ev[-1] is False and ev[:2] == (7, -7)
+    assert repr(ev) == repr(want) and ev.asdict() == want.asdict() and ev._asdict() == want._asdict()
+    assert ev._replace(seq=9) == want._replace(seq=9) and ev._fields == want._fields
+    assert copy.copy(ev) == want and copy.deepcopy(ev) == want
+    assert enc(ev) == raw and layout.make(fmt.unpack_from(raw)) == want
+    assert "name='ev7'" in repr(ev)
+    # A struct of plain scalars decodes straight into its struct class.
+    inner = btf.find("inner", Struct)
+    il = record_layout(inner)
+    assert il is not None and il.cls is struct_class(inner) and il.make(struct.unpack(il.format, b"\x01\x02\xff")) == (513, -1)
+    assert record_layout(btf.find("num")) is None  # unions decode through codec_for
+
+
+def test_record_layout_matches_decoder_on_kernel_types() -> None:
+    kspec = kernel_spec()
+    rng = random.Random(2)
+    types: list[Any] = [kspec.find(n, Struct) for n in ("task_struct", "sk_buff", "perf_event_attr", "file")]
+    for i in rng.sample(range(1, 100000), 2000):
+        try:
+            t = kspec.type(i)
+        except Exception:  # noqa: BLE001 - ids past the end
+            continue
+        if isinstance(t, Struct) and t.size:
+            types.append(t)
+    checked = 0
+    for t in types:
+        layout = record_layout(t)
+        if layout is None:
+            continue
+        raw = bytes(rng.randrange(1, 128) for _ in range(t.size))
+        rec = layout.make(struct.unpack_from(layout.format, raw))
+        want = codec_for(t)[1](raw)
+        assert rec == want and repr(rec) == repr(want), t
+        checked += 1
+    assert checked > 50

@@ -131,6 +131,126 @@ def test_ringbuf_group(load: Callable[..., Any]) -> None:
         assert sorted(seen) == [("rb", i) for i in range(3)] + [("small_rb", i) for i in range(3)]
 
 
+RING = 256 * 1024  # tests/bpf/events_seq.bpf.c: `rb`
+STRIDE = 64  # a 56-byte event plus its 8-byte header
+
+
+def read_form(rb: Any, form: str) -> list[int]:
+    """Reads every ready record with one form; checks each record's values; returns the seqs."""
+    if form == "iterator":
+        evs = list(rb.events(timeout=0))
+    elif form == "read":
+        evs = rb.read()
+    elif form == "callback":
+        evs = []
+        assert rb.consume(evs.append) == len(evs)
+    elif form == "async":
+        async def collect() -> list[Any]:
+            return [ev async for ev in rb.aiter(timeout=0.05)]
+        evs = asyncio.run(collect())
+    else:
+        arr = rb.read_batch()
+        seqs = arr["seq"].tolist()
+        assert arr["in_"]["a"].tolist() == [1000 + i for i in seqs]
+        assert arr["arr"][:, 1].tolist() == [2 * i for i in seqs]
+        assert arr["name"].tolist() == [f"ev{i % 10}".encode() for i in seqs]
+        return [int(i) for i in seqs]
+    for ev in evs:
+        check(ev, ev.seq)
+    return [ev.seq for ev in evs]
+
+
+def test_ringbuf_runs_across_the_ring_end(load: Callable[..., Any]) -> None:
+    # 3000 records (192000 bytes) per program run in a 256 KiB ring: runs 1, 2, 4 and 5 cross the ring's end,
+    # which the reader takes as one contiguous run through the second mapping of the data area.
+    coll = load(count=3000)
+    prog = coll.programs["emit_ringbuf"]
+    with coll.ringbuf("rb", type="event") as rb:
+        crossed = []
+        for form in ["iterator", "iterator", "batch", "callback", "async", "read"]:
+            start = rb.records_read * STRIDE
+            prog.test_run(ctx=CTX)
+            assert read_form(rb, form) == list(range(3000)), form
+            crossed.append(start // RING != (start + 3000 * STRIDE - 1) // RING)
+            assert rb.available == 0
+        assert crossed == [False, True, True, False, True, True]
+        assert rb.records_read == 6 * 3000 and rb.records_discarded == 0
+
+
+@pytest.mark.parametrize("every", [2, 7, 50])
+def test_ringbuf_discards_inside_runs(load: Callable[..., Any], every: int) -> None:
+    coll = load(count=3000, discard_every=every)
+    kept = [i for i in range(3000) if i % every != every - 1]
+    with coll.ringbuf("rb", type="event") as rb:
+        for rounds, form in enumerate(["iterator", "batch", "callback", "read"], 1):
+            coll.programs["emit_ringbuf"].test_run(ctx=CTX)
+            assert read_form(rb, form) == kept, form
+            assert rb.records_discarded == rounds * (3000 - len(kept))
+            assert rb.records_read == rounds * len(kept)
+
+
+def test_ringbuf_mixed_record_sizes(load: Callable[..., Any]) -> None:
+    coll = load(count=400)
+    prog = coll.programs["emit_sizes"]
+
+    def size(i: int) -> int:
+        return 16 if i % 5 == 4 else 64 if i % 7 == 6 else 56
+
+    with coll.ringbuf("rb", type="event") as rb:
+        for form in ("iterator", "callback"):
+            prog.test_run(ctx=CTX)
+            evs: list[Any] = []
+            if form == "iterator":
+                evs = list(rb.events(timeout=0))
+            else:
+                rb.consume(evs.append)
+            assert [e.seq for e in evs] == list(range(400))
+            for i, ev in enumerate(evs):
+                if size(i) == 16:  # a short record decodes zero-padded
+                    assert (ev.neg, ev.color, ev.in_.a, ev.arr, ev.name, ev.ok) == (-i, i % 3, 0, [0, 0, 0], "", False)
+                else:
+                    check(ev, i)
+        prog.test_run(ctx=CTX)
+        arr = rb.read_batch()
+        assert arr["seq"].tolist() == list(range(400))
+        assert arr["in_"]["a"].tolist() == [0 if size(i) == 16 else 1000 + i for i in range(400)]
+    with coll.ringbuf("rb", decode=False) as raw:
+        prog.test_run(ctx=CTX)
+        recs = list(raw.events(timeout=0))
+        assert [len(r) for r in recs] == [size(i) for i in range(400)]
+        assert [int.from_bytes(r[:8], "little") for r in recs] == list(range(400))
+        assert all(int.from_bytes(r[56:], "little") == 0xabcdef00 + i for i, r in enumerate(recs) if len(r) == 64)
+    with coll.ringbuf("rb", decode=lambda b: (len(b), b[:8])) as custom:
+        prog.test_run(ctx=CTX)
+        assert [n for n, _ in custom.read()] == [size(i) for i in range(400)]
+
+
+def test_ringbuf_early_stop_consumes_what_was_seen(load: Callable[..., Any]) -> None:
+    coll = load(count=100)
+    with coll.ringbuf("rb", type="event") as rb:
+        coll.programs["emit_ringbuf"].test_run(ctx=CTX)
+        for ev in rb.events(timeout=0):
+            if ev.seq == 9:
+                break
+        it = rb.events(timeout=0)
+        assert [next(it).seq for _ in range(3)] == [10, 11, 12]
+        it.close()
+        seen: list[int] = []
+
+        def fail_at_20(ev: Any) -> None:
+            seen.append(ev.seq)
+            if ev.seq == 20:
+                raise RuntimeError("stop")
+
+        with pytest.raises(RuntimeError, match="stop"):
+            rb.consume(fail_at_20)
+        assert seen == list(range(13, 21))
+        assert [ev.seq for ev in rb.read(max_records=5)] == list(range(21, 26))
+        assert len(rb.read_batch(max_records=10)) == 10
+        assert [ev.seq for ev in rb.read()] == list(range(36, 100))
+        assert rb.records_read == 100
+
+
 def test_ringbuf_rejects_other_maps(load: Callable[[], Any]) -> None:
     coll = load()
     with pytest.raises(Exception, match="not a RINGBUF"):
@@ -151,6 +271,29 @@ def test_perfbuf_iterator_and_callback(load: Callable[..., Any]) -> None:
         assert pb.records_read == 20 and pb.lost == 0
 
 
+def test_perfbuf_runs_raw_and_custom(load: Callable[..., Any]) -> None:
+    coll = load(count=2000)
+    prog = coll.programs["emit_perf"]
+    with coll.perfbuf("pb", type="event", pages=64) as pb:
+        prog.test_run(ctx=CTX)
+        evs = list(pb.events(timeout=0.05))
+        assert [e.seq for e in evs] == list(range(2000))
+        for ev in evs:
+            check(ev, ev.seq)
+        prog.test_run(ctx=CTX)
+        seen: list[Any] = []
+        assert pb.consume(seen.append) == 2000 and [e.seq for e in seen] == list(range(2000))
+    with coll.perfbuf("pb", decode=False) as raw:
+        prog.test_run(ctx=CTX)
+        recs = raw.read()
+        # bpf_perf_event_output pads the sample so that its u32 size and data end on 8 bytes: 56 -> 60.
+        assert len(recs) == 2000 and all(isinstance(r, bytes) and len(r) == 60 for r in recs)
+        assert [int.from_bytes(r[:8], "little") for r in recs] == list(range(2000))
+    with coll.perfbuf("pb", decode=lambda b: int.from_bytes(b[:8], "little")) as custom:
+        prog.test_run(ctx=CTX)
+        assert custom.read() == list(range(2000))
+
+
 def test_perfbuf_lost_and_wraparound(load: Callable[..., Any]) -> None:
     coll = load(count=300)
     with coll.perfbuf("pb", type="event", pages=1) as pb:
@@ -160,6 +303,8 @@ def test_perfbuf_lost_and_wraparound(load: Callable[..., Any]) -> None:
             prog.test_run(ctx=CTX)
             evs = pb.read()
             assert [e.seq for e in evs] == list(range(len(evs)))
+            for ev in evs:
+                check(ev, ev.seq)
             total += len(evs)
         # The kernel reports a ring's losses with its next successful output.
         assert pb.lost > 0

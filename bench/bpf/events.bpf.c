@@ -12,12 +12,16 @@ struct event {
     char pad[40];
 };
 
+// clang emits BTF only for types reachable from globals or functions: this anchor lets readers decode by name.
+struct event *event_btf_anchor;
+
 struct {
     __uint(type, BPF_MAP_TYPE_RINGBUF);
     __uint(max_entries, 16 * 1024 * 1024);
 } events SEC(".maps");
 
 __u64 seq = 0;
+__u64 dropped = 0; // reservations that failed because the ring was full
 
 SEC("tracepoint/syscalls/sys_enter_getpid")
 int on_getpid(void *ctx)
@@ -26,8 +30,10 @@ int on_getpid(void *ctx)
     if (target_tgid && tgid != target_tgid)
         return 0;
     struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-    if (!e)
+    if (!e) {
+        __sync_fetch_and_add(&dropped, 1);
         return 0;
+    }
     e->seq = __sync_fetch_and_add(&seq, 1);
     e->ts = bpf_ktime_get_ns();
     e->pid = tgid;

@@ -9,17 +9,25 @@ to a generated `namedtuple` subclass per BTF composite (attribute access, `asdic
 arrays to lists, pointers to ints, bitfields through int masks.  Encoding accepts the decoded object, a dict, a tuple,
 or (for char arrays) str/bytes.
 
-`numpy_dtype(t)` gives a structured numpy dtype with BTF offsets, for batch decoding of records.
+`record_layout(t)` is for event readers decoding many records at once: a struct format plus a class such that
+`tuple.__new__(cls, values)` is the decoded record, so `struct.iter_unpack` over a run of records decodes it with no
+Python code per record.  For structs with nested structs, arrays, enums, strings or bitfields the class is a lazy
+subclass of the struct class: it keeps the flat values and decodes those members on access.
+
+`numpy_dtype(t)` gives a structured numpy dtype with BTF offsets, for batch decoding of records (numpy is imported
+only there).
 """
 
 from __future__ import annotations
 
 import collections
 import enum
+import functools
 import keyword
+import re
 import struct
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from pybpf.btf.types import (
     Array,
@@ -36,7 +44,8 @@ from pybpf.btf.types import (
     sizeof,
 )
 
-__all__ = ["codec_for", "decoder_at", "decoder_for", "encoder_for", "enum_class", "flat_layout", "numpy_dtype", "struct_class"]
+__all__ = ["RecordLayout", "codec_for", "decoder_at", "decoder_for", "encoder_for", "enum_class", "flat_layout",
+           "numpy_dtype", "record_layout", "struct_class"]
 
 Encoder = Callable[[Any], bytes]
 Decoder = Callable[[Any], Any]
@@ -229,7 +238,13 @@ def _composite_expr(g: _Gen, s: Composite | Datasec, offset: int) -> str:
                 continue
             parts.append(f"{var.name!r}: {_expr(g, var, offset + vs.offset)}")
         return "{" + ", ".join(parts) + "}"
-    cls = struct_class(s)
+    args = _member_exprs(g, s, offset)
+    return f"_new({g.name('C', struct_class(s))}, ({', '.join(args)}{',' if len(args) == 1 else ''}))"
+
+
+def _member_exprs(g: _Gen, s: Composite, offset: int, share_bitfields: bool = True) -> list[str]:
+    """One expression per member.  share_bitfields: a run of bitfields reads its storage once (a walrus temp),
+    so the expressions only work together, in order; False keeps each expression standalone."""
     args: list[str] = []
     members = s.members
     i = 0
@@ -255,7 +270,7 @@ def _composite_expr(g: _Gen, s: Composite | Datasec, offset: int) -> str:
                 width = mk.bitfield_size or sizeof(mk.type) * 8
                 shift = mk.bit_offset - lo * 8
                 mask = (1 << width) - 1
-                base = f"({tmp} := {src})" if first else tmp
+                base = src if not share_bitfields else f"({tmp} := {src})" if first else tmp
                 first = False
                 e = f"(({base} >> {shift}) & {mask})"
                 mt = mk.type.strip()
@@ -271,7 +286,7 @@ def _composite_expr(g: _Gen, s: Composite | Datasec, offset: int) -> str:
             continue
         args.append(_expr(g, m.type, offset + m.byte_offset))
         i += 1
-    return f"_new({g.name('C', cls)}, ({', '.join(args)}{',' if len(args) == 1 else ''}))"
+    return args
 
 
 def _union_decoder(t: Union) -> Decoder:
@@ -295,26 +310,19 @@ def _union_decoder(t: Union) -> Decoder:
 
 
 def _compile_decoder(t: Type) -> Decoder:
-    if isinstance(t.strip(), Union):
-        return _union_decoder(t.strip())  # type: ignore[arg-type]
+    s = t.strip()
+    if isinstance(s, Union):
+        union_dec = _union_decoder(s)
+        _AT[_key(t)] = _AT[_key(s)]  # t may be a typedef of the union
+        return union_dec
     size = sizeof(t)
     g = _Gen()
     expr = _expr(g, t, 0)
-    # Build the struct format with explicit padding; items are in ascending offset order by construction.
-    fmt = ["<"]
-    pos = 0
-    for off, f, sz in g.items:
-        if off < pos:  # overlapping storage (should not happen outside unions, which are blobs): fall back
-            raise AssertionError(f"overlapping fields in {t!r} at offset {off}")
-        if off > pos:
-            fmt.append(f"{off - pos}x")
-        fmt.append(f)
-        pos = off + sz
     if not g.items:
         const = eval(expr, dict(g.ns, v=()))  # noqa: S307 - generated from BTF (empty structs)
         _AT[_key(t)] = lambda data, offset: const
         return lambda data: const
-    st = struct.Struct("".join(fmt))
+    st = struct.Struct(_struct_format(g.items, t))
     g.ns["_unpack"] = st.unpack_from
     # `_new(C, v)` with the whole unpacked tuple is the fastest path: a flat struct of plain fields.
     flat = expr.startswith("_new(") and all(f"v[{i}]" in expr for i in range(len(g.items)))
@@ -338,6 +346,192 @@ def _is_identity_struct(expr: str, st: struct.Struct) -> bool:
     n = len(st.unpack(bytes(st.size)))
     inner = ", ".join(f"v[{i}]" for i in range(n)) + ("," if n == 1 else "")
     return expr.endswith(f", ({inner}))") and expr.count("(") == 2
+
+
+
+# ---- records: flat value tuples, decoded lazily -----------------------------------------------------------------
+
+class RecordLayout(NamedTuple):
+    """How to decode many records of one type at C speed (event readers).
+
+    `format`: a struct format (little-endian, from offset 0, possibly shorter than the type) whose unpacked values
+    `make(values)` turns into the decoded record.  When `cls` is set, `make` is `tuple.__new__(cls, values)`:
+    readers may call `map(tuple.__new__, repeat(cls), struct.iter_unpack(...))`, which runs no Python code per
+    record."""
+
+    format: str
+    cls: type[Any] | None
+    make: Callable[[tuple[Any, ...]], Any]
+
+
+_RECORDS: dict[tuple[int, int], RecordLayout | None] = {}
+_ALL = slice(None)
+_SLOT = re.compile(r"(?<![\w.])v\[(\d+)(?::(\d+))?\]")
+
+
+
+def _tuplegetter(index: int, doc: str) -> Any:
+    """A tuple-item descriptor that reads the raw tuple (bypassing a subclass's __getitem__), in C when the
+    interpreter has namedtuple's accessor type."""
+    if _GETTER is not property:
+        return _GETTER(index, doc)
+    return property(lambda self: tuple.__getitem__(self, index), doc=doc)
+
+
+_GETTER: Any = type(collections.namedtuple("_Probe", "x").__dict__["x"])  # CPython: _collections._tuplegetter
+
+
+class _LazyRecord(tuple):  # type: ignore[type-arg]
+    """Base of the record classes whose tuple holds the flat struct values, not the members: members decode on
+    access (nested structs, arrays, enums, strings, bitfields).  Everything else (iteration, indexing, len, ==,
+    hash, repr, asdict, _replace, pickling) goes through `_value()`, the fully decoded member tuple, so a record
+    behaves like the struct class it subclasses."""
+
+    __slots__ = ()
+
+    def _value(self) -> Any:
+        raise NotImplementedError
+
+    def __iter__(self) -> Any:
+        return iter(self._value())
+
+    def __len__(self) -> int:
+        return len(self._value())
+
+    def __getitem__(self, i: Any) -> Any:
+        return self._value()[i]
+
+    def __contains__(self, x: object) -> bool:
+        return x in self._value()
+
+    def __eq__(self, other: object) -> bool:
+        return bool(self._value() == other)
+
+    def __ne__(self, other: object) -> bool:
+        return bool(self._value() != other)
+
+    def __lt__(self, other: Any) -> bool:
+        return bool(self._value() < other)
+
+    def __le__(self, other: Any) -> bool:
+        return bool(self._value() <= other)
+
+    def __gt__(self, other: Any) -> bool:
+        return bool(self._value() > other)
+
+    def __ge__(self, other: Any) -> bool:
+        return bool(self._value() >= other)
+
+    def __hash__(self) -> int:
+        return hash(self._value())
+
+    def __add__(self, other: Any) -> Any:
+        return self._value() + other
+
+    def __radd__(self, other: Any) -> Any:
+        return other + tuple(self._value())
+
+    def __mul__(self, n: Any) -> Any:
+        return self._value() * n
+
+    __rmul__ = __mul__
+
+    def __repr__(self) -> str:
+        return repr(self._value())
+
+    def count(self, x: Any) -> int:
+        return int(self._value().count(x))
+
+    def index(self, x: Any, *args: Any) -> int:
+        return int(self._value().index(x, *args))
+
+    def asdict(self) -> dict[str, Any]:
+        return _asdict(self._value())
+
+    def _asdict(self) -> dict[str, Any]:
+        return dict(self._value()._asdict())
+
+    def _replace(self, **changes: Any) -> Any:
+        return self._value()._replace(**changes)
+
+    def __getnewargs__(self) -> tuple[Any, ...]:
+        return tuple(self._value())
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        return self._value().__reduce_ex__(protocol)
+
+    def __copy__(self) -> Any:
+        return self._value()
+
+
+def _struct_format(items: list[tuple[int, str, int]], what: object) -> str:
+    # Items are in ascending offset order by construction; holes become padding.
+    fmt = ["<"]
+    pos = 0
+    for off, f, sz in items:
+        if off < pos:  # overlapping storage (should not happen outside unions, which are blobs)
+            raise AssertionError(f"overlapping fields in {what!r} at offset {off}")
+        if off > pos:
+            fmt.append(f"{off - pos}x")
+        fmt.append(f)
+        pos = off + sz
+    return "".join(fmt)
+
+
+def _lazy_record_class(s: Composite, g: _Gen, exprs: list[str]) -> type[Any]:
+    base = struct_class(s)
+    names = list(base._fields)
+    ns = dict(g.ns, _ti=tuple.__getitem__, _ALL=_ALL, _Base=base)
+
+    def on_self(expr: str) -> str:
+        return _SLOT.sub(lambda m: f"_ti(self, {m[1]})" if m[2] is None else f"_ti(self, slice({m[1]}, {m[2]}))",
+                         expr)
+
+    attrs: dict[str, Any] = {"__slots__": (), "btf_type": s, "__doc__": base.__doc__,
+                             "_make": classmethod(lambda cls, values: base._make(values))}
+    src = []
+    for i, (name, e) in enumerate(zip(names, exprs, strict=True)):
+        m = _SLOT.fullmatch(e)
+        if m is not None and m[2] is None:
+            attrs[name] = _tuplegetter(int(m[1]), f"{name} (field {i})")
+        else:
+            src.append(f"def get_{i}(self):\n    return {on_self(e)}\n")
+    src.append(f"def _value(self):\n    v = _ti(self, _ALL)\n    return _new(_Base, ({', '.join(exprs)},))\n")
+    exec(compile("".join(src), f"<btf record {s!r}>", "exec"), ns)  # noqa: S102 - generated from BTF
+    for i, name in enumerate(names):
+        if name not in attrs:
+            attrs[name] = property(ns[f"get_{i}"], doc=f"{name} (field {i}, decoded on access)")
+    attrs["_value"] = ns["_value"]
+    cls: type[Any] = type(base.__name__, (_LazyRecord, base), attrs)
+    return cls
+
+
+def record_layout(t: Type) -> RecordLayout | None:
+    """The RecordLayout for decoding records of type t in bulk; None when t decodes otherwise (unions, empty
+    structs).  Plain structs of scalars decode straight into `struct_class(t)`; other structs into a subclass of it
+    that keeps the flat values and decodes members on access (see _LazyRecord)."""
+    k = _key(t)
+    if k in _RECORDS:
+        return _RECORDS[k]
+    s = t.strip()
+    layout: RecordLayout | None = None
+    if isinstance(s, Composite) and not isinstance(s, Union):
+        g = _Gen()
+        exprs = _member_exprs(g, s, 0, share_bitfields=False)
+        if g.items:
+            fmt = _struct_format(g.items, t)
+            nvalues = len(struct.unpack(fmt, bytes(struct.calcsize(fmt))))
+            if exprs == [f"v[{i}]" for i in range(nvalues)]:
+                cls = struct_class(s)
+            else:
+                cls = _lazy_record_class(s, g, exprs)
+            layout = RecordLayout(fmt, cls, functools.partial(tuple.__new__, cls))
+    elif not isinstance(s, Union):
+        flat = flat_layout(t)
+        if flat is not None:
+            layout = RecordLayout(flat[0], None, flat[1])
+    _RECORDS[k] = layout
+    return layout
 
 
 # ---- encoding: closures packing into a buffer -------------------------------------------------------------------

@@ -12,7 +12,8 @@ import errno as _errno
 import mmap
 import select
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from itertools import chain, repeat
 from typing import Any
 
 from pybpf._sys import perf_event_open
@@ -28,12 +29,11 @@ from pybpf._sys.types import (
 )
 from pybpf.btf import Type
 from pybpf.errors import BPFError
-from pybpf.events.ringbuf import _resolve_type
+from pybpf.events.ringbuf import SameWords, _exhaust, _first, _no_gc, _resolve_type, _tuple_new
 
 __all__ = ["PerfBuffer"]
 
 _PAGE = mmap.PAGESIZE
-_HDR = struct.Struct("<IHH")
 _U32 = struct.Struct("<I")
 _LOST = struct.Struct("<QQ")
 _HEAD_OFF = PerfEventMmapPage.data_head.offset  # type: ignore[attr-defined]
@@ -42,7 +42,7 @@ _LOST_T = int(PerfRecordType.LOST)
 
 
 class _CpuRing:
-    __slots__ = ("cpu", "fd", "mm", "pos", "size")
+    __slots__ = ("cpu", "fd", "mm", "pos", "same", "size", "view", "words")
 
     def __init__(self, cpu: int, fd: Any, pages: int) -> None:
         self.cpu = cpu
@@ -51,10 +51,17 @@ class _CpuRing:
         self.mm = mmap.mmap(int(fd), _PAGE + self.size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         # data_head and data_tail are adjacent u64s in the metadata page.
         self.pos = memoryview(self.mm)[_HEAD_OFF:_HEAD_OFF + 16].cast("Q")
+        self.view = memoryview(self.mm)
+        self.words = self.view.cast("Q")  # record headers are 8-byte aligned u32 type, u16 misc, u16 size
+        self.same = SameWords("Q")
 
     def close(self) -> None:
-        self.pos.release()
-        self.mm.close()
+        for view in (self.pos, self.words, self.view):
+            view.release()
+        try:
+            self.mm.close()
+        except BufferError:  # a caller still holds a view: the mapping goes when that does
+            pass
         self.fd.close()
 
 
@@ -77,15 +84,18 @@ class PerfBuffer:
         self.records_read = 0
         self.lost = 0
         self._decode: Callable[[bytes], Any] | None = None
+        self._layout: Any = None  # codec.RecordLayout of the type, when it decodes in bulk
         self._type_size = 0
+        self._readers: dict[tuple[int, int], Callable[[memoryview, int, int], Iterable[Any]]] = {}
         if callable(decode):
             self._decode = decode
         elif decode and self.type is not None:
             from pybpf.btf import sizeof
-            from pybpf.btf.codec import decoder_for
+            from pybpf.btf.codec import decoder_for, record_layout
 
             self._decode = decoder_for(self.type)
             self._type_size = sizeof(self.type)
+            self._layout = record_layout(self.type)
         self._epoll = select.epoll()
         self._rings: list[_CpuRing] = []
         ncpu = min(possible_cpus(), int(map.max_entries))
@@ -139,7 +149,10 @@ class PerfBuffer:
     def fileno(self) -> int:
         return self._epoll.fileno()
 
-    def _drain_ring(self, ring: _CpuRing, sink: Callable[[Any], Any]) -> int:
+    def _drain_ring(self, ring: _CpuRing, emit: Callable[[Iterable[Any]], Any]) -> int:
+        """Hands the ready samples of one CPU's ring to emit (an iterable per run, consumed at once); counts lost
+        samples.  Runs of samples with identical headers that do not cross the ring's end decode with one
+        struct.iter_unpack; the rest (other records, samples that wrap) go one at a time."""
         pos = ring.pos
         head = pos[0]
         tail = pos[1]
@@ -148,35 +161,78 @@ class PerfBuffer:
         mm = ring.mm
         size = ring.size
         mask = size - 1
-        decode = self._decode
-        tsize = self._type_size
+        words = ring.words
         n = 0
-        while tail < head:
-            off = tail & mask
-            if off + 8 <= size:
-                rtype, _misc, rsize = _HDR.unpack_from(mm, _PAGE + off)
-            else:
-                rtype, _misc, rsize = _HDR.unpack(self._copy(mm, off, 8, size))
-            if off + rsize <= size:
-                rec = mm[_PAGE + off:_PAGE + off + rsize]
-            else:  # wraps around the end of the ring
-                rec = self._copy(mm, off, rsize, size)
-            tail += rsize
-            if rtype == _SAMPLE:
-                raw_size = _U32.unpack_from(rec, 8)[0]
-                raw = rec[12:12 + raw_size]
-                if decode is not None:
-                    if tsize:
-                        raw = raw[:tsize] if len(raw) >= tsize else raw.ljust(tsize, b"\0")
-                    sink(decode(raw))
-                else:
-                    sink(raw)
-                n += 1
-            elif rtype == _LOST_T:
-                self.lost += _LOST.unpack_from(rec, 8)[1]
-        pos[1] = tail
-        self.records_read += n
+        try:
+            while tail < head:
+                off = tail & mask
+                base = _PAGE + off  # headers are 8-byte aligned, so they never wrap
+                word = words[base >> 3]
+                rtype = word & 0xFFFFFFFF
+                rsize = word >> 48
+                if rsize < 8:  # not a record: stop rather than spin
+                    break
+                if rtype == _SAMPLE and off + rsize <= size:
+                    raw_size = _U32.unpack_from(mm, base + 8)[0]
+                    if 12 + raw_size <= rsize:
+                        count = min((head - tail) // rsize, (size - off) // rsize)
+                        if count > 1:
+                            count = ring.same(words, base >> 3, rsize >> 3, count, word)
+                        reader = self._readers.get((rsize, raw_size)) or self._reader(rsize, raw_size)
+                        emit(reader(ring.view, base, count))
+                        tail += count * rsize
+                        n += count
+                        continue
+                rec = mm[base:base + rsize] if off + rsize <= size else self._copy(mm, off, rsize, size)
+                tail += rsize
+                if rtype == _SAMPLE:
+                    raw_size = _U32.unpack_from(rec, 8)[0]
+                    emit((self._decode_raw(rec[12:12 + raw_size]),))
+                    n += 1
+                elif rtype == _LOST_T:
+                    self.lost += _LOST.unpack_from(rec, 8)[1]
+        finally:
+            pos[1] = tail
+            self.records_read += n
         return n
+
+    def _decode_raw(self, raw: bytes) -> Any:
+        if self._decode is None:
+            return raw
+        if self._type_size:
+            raw = raw[:self._type_size] if len(raw) >= self._type_size else raw.ljust(self._type_size, b"\0")
+        return self._decode(raw)
+
+    def _reader(self, rsize: int, raw_size: int) -> Callable[[memoryview, int, int], Iterable[Any]]:
+        """reader(view, offset, count): the decoded samples of a run of `rsize`-byte sample records."""
+        layout = self._layout
+        reader: Callable[[memoryview, int, int], Iterable[Any]]
+        if layout is not None and raw_size >= self._type_size:
+            body = struct.calcsize(layout.format)
+            rec = struct.Struct(f"<12x{layout.format[1:]}{rsize - 12 - body}x")
+            iter_unpack = rec.iter_unpack
+            cls = layout.cls
+            make = layout.make
+            if cls is not None:
+                def reader(view: memoryview, off: int, n: int) -> Iterable[Any]:
+                    return map(_tuple_new, repeat(cls, n), iter_unpack(view[off:off + n * rsize]))
+            else:
+                def reader(view: memoryview, off: int, n: int) -> Iterable[Any]:
+                    return map(make, iter_unpack(view[off:off + n * rsize]))
+        elif self._layout is None and (self._decode is None or not self._type_size):
+            raw_iter = struct.Struct(f"<12x{raw_size}s{rsize - 12 - raw_size}x").iter_unpack
+            decode = self._decode
+
+            def reader(view: memoryview, off: int, n: int) -> Iterable[Any]:
+                records = map(_first, raw_iter(view[off:off + n * rsize]))
+                return records if decode is None else map(decode, records)
+        else:
+            decode_raw = self._decode_raw
+
+            def reader(view: memoryview, off: int, n: int) -> Iterable[Any]:
+                return [decode_raw(bytes(view[o + 12:o + 12 + raw_size])) for o in range(off, off + n * rsize, rsize)]
+        self._readers[(rsize, raw_size)] = reader
+        return reader
 
     @staticmethod
     def _copy(mm: mmap.mmap, off: int, length: int, size: int) -> bytes:
@@ -185,29 +241,39 @@ class PerfBuffer:
 
     def consume(self, callback: Callable[[Any], Any] | None = None) -> int:
         """Processes the ready records of every CPU without waiting."""
-        sink: Callable[[Any], Any] = callback or (lambda _ev: None)
-        return sum(self._drain_ring(r, sink) for r in self._rings)
+        emit: Callable[[Iterable[Any]], Any] = _exhaust if callback is None else (
+            lambda records: _exhaust(map(callback, records)))
+        return sum(self._drain_ring(r, emit) for r in self._rings)
 
     def poll(self, timeout: float | None = None, callback: Callable[[Any], Any] | None = None) -> int:
         n = self.consume(callback)
         if n:
             return n
-        ready = self._epoll.poll(-1 if timeout is None else timeout)
-        sink: Callable[[Any], Any] = callback or (lambda _ev: None)
-        return sum(self._drain_ring(self._by_fd[fd], sink) for fd, _ in ready) + self.consume(callback)
+        self._epoll.poll(-1 if timeout is None else timeout)
+        return self.consume(callback)
 
     def read(self) -> list[Any]:
+        """The ready samples of every CPU, without waiting."""
         out: list[Any] = []
-        self.consume(out.append)
+        emit = out.extend
+        with _no_gc():
+            for r in self._rings:
+                self._drain_ring(r, emit)
         return out
 
     def events(self, timeout: float | None = None) -> Iterator[Any]:
         """Yields samples as they arrive; stops after `timeout` seconds with nothing new (None: never)."""
+        return chain.from_iterable(self._batches(timeout))  # walks each batch in C
+
+    def _batches(self, timeout: float | None) -> Iterator[list[Any]]:
         while not self._closed:
-            out: list[Any] = []
-            if not self.poll(timeout, out.append):
-                return
-            yield from out
+            batch = self.read()
+            if not batch:
+                self._epoll.poll(-1 if timeout is None else timeout)
+                batch = self.read()
+                if not batch:
+                    return
+            yield batch
 
     def __iter__(self) -> Iterator[Any]:
         return self.events()

@@ -13,21 +13,114 @@ space, so the reader cannot count them.  Programs count their own failures (conv
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import mmap
+import operator
 import select
 import struct
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from itertools import chain, repeat
+from operator import length_hint
 from typing import Any
 
 from pybpf._sys.types import BPF_RINGBUF_BUSY_BIT, BPF_RINGBUF_DISCARD_BIT, BPF_RINGBUF_HDR_SZ, MapType
 from pybpf.btf import Type
 from pybpf.errors import BPFError
 
-__all__ = ["RingBuffer", "RingBufferGroup", "UserRingBuffer", "dropped_count", "poll_many"]
+__all__ = ["EventIterator", "RingBuffer", "RingBufferGroup", "UserRingBuffer", "dropped_count", "poll_many"]
 
 _U32 = struct.Struct("<I")
-_LEN_MASK = ~(BPF_RINGBUF_BUSY_BIT | BPF_RINGBUF_DISCARD_BIT) & 0xFFFFFFFF
+_BUSY = BPF_RINGBUF_BUSY_BIT
+_DISCARD = BPF_RINGBUF_DISCARD_BIT
+_HDR = BPF_RINGBUF_HDR_SZ
+_LEN_MASK = ~(_BUSY | _DISCARD) & 0xFFFFFFFF
 _PAGE = mmap.PAGESIZE
+_WINDOW_MIN = 64  # headers compared at once by SameWords, adapting between these bounds
+_WINDOW_MAX = 16384
+_BATCH = 4096  # records decoded per step by the iterator, callback and asyncio forms (bounds memory and latency)
+_tuple_new = tuple.__new__
+_first = operator.itemgetter(0)
+_exhaust: Callable[[Iterable[Any]], None] = deque(maxlen=0).extend
+
+
+@contextlib.contextmanager
+def _no_gc() -> Iterator[None]:
+    """Pauses the cyclic garbage collector while a list of records is built: every record is a new tracked tuple
+    that survives, so the collector would otherwise rescan the whole heap several times (it more than doubles the
+    cost of reading a full ring).  Records hold no cycles, so nothing is missed."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+class SameWords:
+    """Counts how many words in a row, `step` apart, equal a given one: one strided copy and one bytes comparison
+    per window, then a bisection only when some word differs.  Event readers use it on record headers to find runs
+    of identical records without Python work per record.  The window grows while whole windows match and shrinks
+    to about the runs actually found."""
+
+    __slots__ = ("_fmt", "_patterns", "_width", "window")
+
+    def __init__(self, fmt: str) -> None:
+        self._fmt = struct.Struct("<" + fmt)
+        self._width = self._fmt.size
+        self._patterns: dict[int, bytes] = {}
+        self.window = _WINDOW_MIN
+
+    def __call__(self, words: memoryview, first: int, step: int, n: int, word: int) -> int:
+        """words[first], words[first + step], ... (n of them; the first equals `word`): the length of the run."""
+        window = self.window
+        m = n if n < window else window
+        got = words[first:first + m * step:step].tobytes()
+        pattern = self._patterns.get(word)
+        if pattern is None:
+            pattern = self._patterns[word] = self._fmt.pack(word) * _WINDOW_MAX
+        if pattern.startswith(got):
+            if m == window and window < _WINDOW_MAX:
+                self.window = window * 2
+            return m
+        view = memoryview(got)
+        width = self._width
+        lo, hi = 1, m - 1
+        while lo < hi:
+            mid = (lo + hi + 1) >> 1
+            if pattern.startswith(view[:mid * width]):
+                lo = mid
+            else:
+                hi = mid - 1
+        self.window = max(_WINDOW_MIN, 2 * lo)
+        return lo
+
+
+class EventIterator(chain):  # type: ignore[type-arg]
+    """The iterator `RingBuffer.events()` returns: records one after another, walked in C (itertools.chain over
+    runs of records), so no Python code runs per record.  `close()` (or dropping it) ends the iteration and
+    consumes exactly the records it has yielded; until then the rest of the current run stays in the ring."""
+
+    __slots__ = ("_runs",)
+    _runs: Any
+
+    @classmethod
+    def over(cls, runs: Iterator[Iterator[Any]]) -> EventIterator:
+        it: EventIterator = cls.from_iterable(runs)  # type: ignore[assignment]
+        it._runs = runs
+        return it
+
+    def close(self) -> None:
+        self._runs.close()
+
+    def __enter__(self) -> EventIterator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _resolve_type(map_: Any, type_: Type | str | None) -> Type | None:
@@ -57,7 +150,12 @@ class RingBuffer:
     `decode`: True decodes records through BTF `type` (a Type, or a type name looked up in the object's BTF) when
     given, else yields bytes; False always yields bytes; a callable is used as the decoder (gets bytes).
     Forms: `for ev in rb` (blocks; `rb.events(timeout=)`), `rb.poll(timeout, callback)`, `rb.consume(callback)`,
-    `async for ev in rb.aiter()`, `rb.read_batch()` -> numpy structured array.
+    `async for ev in rb.aiter()`, `rb.read()` (a list, no waiting), `rb.read_batch()` -> numpy structured array.
+
+    All forms share one reader: a run of ready records of one size is found by comparing their length words in
+    bulk, decoded with one `struct.iter_unpack` over the run (no Python code per record for structs), and the
+    consumer position moves once per run.  Discarded records, records of another size and records that are still
+    being written end a run and take the per-record path.
     """
 
     def __init__(self, map: Any, *, type: Type | str | None = None,  # noqa: A002 - mirrors the C naming
@@ -78,22 +176,27 @@ class RingBuffer:
                                    offset=_PAGE)
         self._cons_q = memoryview(self._consumer).cast("Q")
         self._prod_q = memoryview(self._producer)[:8].cast("Q")
+        self._mv = memoryview(self._producer)
+        self._words = self._mv.cast("I")  # record headers are 8-byte aligned: their length word is words[off // 4]
         self._epoll = select.epoll()
         self._epoll.register(fd, select.EPOLLIN)
         self._decode_at: Callable[[Any, int], Any] | None = None
         self._decode_bytes: Callable[[bytes], Any] | None = None
+        self._layout: Any = None  # codec.RecordLayout of the type, when it decodes in bulk
         self._type_size = 0
         if callable(decode):
             self._decode_bytes = decode
         elif decode and self.type is not None:
             from pybpf.btf import sizeof
-            from pybpf.btf.codec import decoder_at, decoder_for
+            from pybpf.btf.codec import decoder_at, decoder_for, record_layout
 
             self._decode_at = decoder_at(self.type)
             self._decode_bytes = decoder_for(self.type)
             self._type_size = sizeof(self.type)
+            self._layout = record_layout(self.type)
+        self._readers: dict[int, Callable[[int, int], tuple[Iterator[Any], Iterator[Any]]]] = {}
+        self._same = SameWords("I")
         self._dtype: Any = None
-        self._flat: tuple[struct.Struct, Callable[[tuple[Any, ...]], Any]] | bool | None = None
         self._closed = False
 
     # ---- lifecycle ----------------------------------------------------------------------------------------------
@@ -101,10 +204,14 @@ class RingBuffer:
         if self._closed:
             return
         self._closed = True
-        self._cons_q.release()
-        self._prod_q.release()
-        self._consumer.close()
-        self._producer.close()
+        self._readers.clear()
+        for view in (self._cons_q, self._prod_q, self._words, self._mv):
+            view.release()
+        for mm in (self._consumer, self._producer):
+            try:
+                mm.close()
+            except BufferError:  # a caller still holds a view into the ring: the mapping goes when that does
+                pass
         self._epoll.close()
 
     def __enter__(self) -> RingBuffer:
@@ -123,6 +230,87 @@ class RingBuffer:
         """Bytes between the consumer and producer positions."""
         return int(self._prod_q[0] - self._cons_q[0])
 
+    # ---- the one header scanner ---------------------------------------------------------------------------------
+    def _next_run(self, limit: int = 0) -> tuple[int, int, int] | None:
+        """The next run of ready records of one size: (header offset in the producer mapping, count, size), at
+        most `limit` records when > 0; None when the ring is empty or its next record is still being written.
+
+        The records of a run are `stride` = size + header rounded up to 8 apart and contiguous, even across the
+        ring's end (the data area is mapped twice).  Discarded records met first are consumed here; the run itself
+        stays in the ring until the caller has copied it out and calls _commit."""
+        words = self._words
+        cons_q = self._cons_q
+        mask = self.mask
+        cons = cons_q[0]
+        prod = self._prod_q[0]
+        while cons < prod:
+            off = _PAGE + (cons & mask)
+            hdr = words[off >> 2]
+            if hdr & _BUSY:
+                return None
+            size = hdr & _LEN_MASK
+            stride = (size + _HDR + 7) & ~7
+            if hdr & _DISCARD:
+                self.records_discarded += 1
+                cons += stride
+                cons_q[0] = cons
+                continue
+            n = (prod - cons) // stride
+            if limit and n > limit:
+                n = limit
+            return off, (self._same(words, off >> 2, stride >> 2, n, hdr) if n > 1 else 1), size
+        return None
+
+    def _commit(self, n: int, size: int) -> None:
+        """Consumes n records of `size` bytes at the consumer position (the kernel may reuse their space now)."""
+        self._cons_q[0] += n * ((size + _HDR + 7) & ~7)
+        self.records_read += n
+
+    # ---- decoding runs --------------------------------------------------------------------------------------------
+    def _records(self, off: int, n: int, size: int) -> tuple[Iterator[Any], Iterator[Any]]:
+        """(records, progress) for a run: `records` decodes lazily (straight from the ring: commit only after it is
+        exhausted); length_hint(progress) is how many records it has not handed out yet."""
+        reader = self._readers.get(size) or self._reader(size)
+        return reader(off, n)
+
+    def _reader(self, size: int) -> Callable[[int, int], tuple[Iterator[Any], Iterator[Any]]]:
+        """reader(offset, count) -> (records, progress) of a run of `size`-byte records (built once per size)."""
+        stride = (size + _HDR + 7) & ~7
+        mv = self._mv
+        layout = self._layout
+        reader: Callable[[int, int], tuple[Iterator[Any], Iterator[Any]]]
+        if layout is not None and size >= self._type_size:
+            # One struct item spans the header, the record and the padding up to the next header.
+            body = struct.calcsize(layout.format)
+            rec = struct.Struct(f"<{_HDR}x{layout.format[1:]}{stride - _HDR - body}x")
+            iter_unpack = rec.iter_unpack
+            cls = layout.cls
+            make = layout.make
+            if cls is not None:
+                def reader(off: int, n: int) -> tuple[Iterator[Any], Iterator[Any]]:
+                    values = iter_unpack(mv[off:off + n * stride])
+                    return map(_tuple_new, repeat(cls, n), values), values
+            else:
+                def reader(off: int, n: int) -> tuple[Iterator[Any], Iterator[Any]]:
+                    values = iter_unpack(mv[off:off + n * stride])
+                    return map(make, values), values
+        elif self._decode_at is not None or (self._decode_bytes is not None and self._type_size):
+            decode_record = self._decode_record
+
+            def reader(off: int, n: int) -> tuple[Iterator[Any], Iterator[Any]]:
+                it = iter([decode_record(o, size) for o in range(off + _HDR, off + _HDR + n * stride, stride)])
+                return it, it
+        else:
+            raw_iter = struct.Struct(f"<{_HDR}x{size}s{stride - _HDR - size}x").iter_unpack
+            decode = self._decode_bytes
+
+            def reader(off: int, n: int) -> tuple[Iterator[Any], Iterator[Any]]:
+                values = raw_iter(mv[off:off + n * stride])
+                records = map(_first, values)
+                return (records if decode is None else map(decode, records)), values
+        self._readers[size] = reader
+        return reader
+
     def _decode_record(self, off: int, size: int) -> Any:
         if self._decode_at is not None and size >= self._type_size:
             return self._decode_at(self._producer, off)
@@ -133,134 +321,63 @@ class RingBuffer:
             return self._decode_bytes(raw)
         return raw
 
-    def _runs(self, max_records: int = 0) -> Iterator[tuple[int, int, int]]:
-        """Yields (offset, count, stride) runs of ready records of the decoded type's size, found with numpy over
-        the headers; odd records come as count 1 with their own stride (discarded ones are skipped).  The consumer
-        position advances after the caller has taken each run."""
-        import numpy as np
-
-        itemsize = self._type_size
-        stride = (itemsize + BPF_RINGBUF_HDR_SZ + 7) & ~7
-        data = self._producer
-        mask = self.mask
-        cons = int(self._cons_q[0])
-        total = 0
-        while not max_records or total < max_records:
-            prod = int(self._prod_q[0])
-            if cons >= prod:
-                break
-            off = _PAGE + (cons & mask)
-            n = (prod - cons) // stride
-            if max_records:
-                n = min(n, max_records - total)
-            if n > 1:
-                hdrs = np.ndarray((n,), "<u4", buffer=data, offset=off, strides=(stride,))
-                bad = np.flatnonzero(hdrs != itemsize)
-                good = int(bad[0]) if len(bad) else n
-                if good:
-                    yield off + BPF_RINGBUF_HDR_SZ, good, stride
-                    total += good
-                    cons += good * stride
-                    self._cons_q[0] = cons
-                    continue
-            hdr = _U32.unpack_from(data, off)[0]
-            if hdr & BPF_RINGBUF_BUSY_BIT:
-                break
-            size = hdr & _LEN_MASK
-            rec_stride = (size + BPF_RINGBUF_HDR_SZ + 7) & ~7
-            if hdr & BPF_RINGBUF_DISCARD_BIT:
-                self.records_discarded += 1
-            else:
-                yield off + BPF_RINGBUF_HDR_SZ, 1, -size  # negative: an odd-sized record of that many bytes
-                total += 1
-            cons += rec_stride
-            self._cons_q[0] = cons
-
-    def _read_fast(self, out: list[Any], max_records: int) -> int:
-        """Decodes runs of fixed-size records with one struct.iter_unpack (flat types) or one comprehension."""
-        from pybpf.btf.codec import flat_layout
-
-        if self._flat is None:
-            layout = flat_layout(self.type) if self.type is not None else None
-            stride = (self._type_size + BPF_RINGBUF_HDR_SZ + 7) & ~7
-            if layout is not None:
-                fmt, from_values = layout
-                pad = stride - struct.calcsize(fmt)  # the next record's header ends each stride
-                rec = struct.Struct(fmt + (f"{pad}x" if pad else ""))
-                self._flat = (rec, from_values)
-            else:
-                self._flat = False
-        data = self._producer
-        dec_at = self._decode_at
-        assert dec_at is not None
-        n = 0
-        for off, count, stride in self._runs(max_records):
-            if stride < 0:
-                out.append(self._decode_record(off, -stride))
-            elif isinstance(self._flat, tuple):
-                rec, from_values = self._flat
-                # Each stride is record + padding + the next header; the last one reads past the run into the
-                # doubly-mapped area, which is always mapped (8 bytes of header at most).
-                chunk = data[off:off + count * stride]
-                if len(chunk) == count * stride:
-                    out.extend(map(from_values, rec.iter_unpack(chunk)))
-                else:
-                    out.extend([from_values(rec.unpack_from(data, o))
-                                for o in range(off, off + count * stride, stride)])
-            else:
-                out.extend([dec_at(data, o) for o in range(off, off + count * stride, stride)])
-            n += count
-        self.records_read += n
-        return n
-
-    def _drain(self, sink: Callable[[Any], Any], limit: int = 0) -> int:
-        """Hands every ready record to sink; advances the consumer position once per batch. Returns count."""
-        cons_q = self._cons_q
-        prod_q = self._prod_q
-        data = self._producer
-        mask = self.mask
-        unpack = _U32.unpack_from
-        decode = self._decode_record
-        n = 0
-        discarded = 0
-        cons = cons_q[0]
-        busy = False
-        while not busy and not (limit and n >= limit):
-            prod = prod_q[0]
-            if cons >= prod:
-                break
-            while cons < prod:
-                off = _PAGE + (cons & mask)
-                hdr = unpack(data, off)[0]
-                if hdr & BPF_RINGBUF_BUSY_BIT:
-                    busy = True  # the producer is still writing this one: stop here
+    # ---- iterator form ------------------------------------------------------------------------------------------
+    def read(self, max_records: int = 0) -> list[Any]:
+        """All ready records (at most max_records when > 0), without waiting."""
+        out: list[Any] = []
+        with _no_gc():
+            while (run := self._next_run(max_records - len(out) if max_records else 0)) is not None:
+                off, n, size = run
+                out.extend(self._records(off, n, size)[0])
+                self._commit(n, size)
+                if max_records and len(out) >= max_records:
                     break
-                size = hdr & _LEN_MASK
-                cons += (size + BPF_RINGBUF_HDR_SZ + 7) & ~7
-                if hdr & BPF_RINGBUF_DISCARD_BIT:
-                    discarded += 1
-                    continue
-                sink(decode(off + BPF_RINGBUF_HDR_SZ, size))
-                n += 1
-                if limit and n >= limit:
-                    break
-            cons_q[0] = cons
-        self.records_read += n
-        self.records_discarded += discarded
-        return n
+        return out
+
+    def events(self, timeout: float | None = None) -> Iterator[Any]:
+        """Yields records as they arrive; stops after `timeout` seconds with nothing new (None: never).
+
+        Records decode as they are yielded, straight from the ring, and a run's space is freed once it has been
+        iterated; stopping early (break, or dropping the iterator) consumes exactly the records already yielded."""
+        return EventIterator.over(self._event_runs(timeout))
+
+    def _event_runs(self, timeout: float | None) -> Iterator[Iterator[Any]]:
+        while not self._closed:
+            run = self._next_run(_BATCH)
+            if run is None:
+                if not self.wait(timeout) and not self.available:
+                    return
+                continue
+            off, n, size = run
+            records, progress = self._records(off, n, size)
+            try:
+                yield records  # resumed only once chain() has exhausted it
+            finally:
+                if not self._closed:
+                    self._commit(n - length_hint(progress), size)
+
+    def __iter__(self) -> Iterator[Any]:
+        return self.events()
 
     # ---- callback form ------------------------------------------------------------------------------------------
     def consume(self, callback: Callable[[Any], Any] | None = None) -> int:
-        """Processes every ready record without waiting; returns how many."""
-        if self._decode_at is not None and self._type_size:
-            batch = self.read()
-            if callback is not None:
-                for ev in batch:
-                    callback(ev)
-            return len(batch)
-        if callback is None:
-            return self._drain(lambda _ev: None)
-        return self._drain(callback)
+        """Hands every ready record to callback without waiting; returns how many.  A record whose callback
+        raises counts as consumed (the exception propagates; the records after it stay in the ring)."""
+        total = 0
+        while (run := self._next_run(_BATCH)) is not None:
+            off, n, size = run
+            if callback is None:
+                self._commit(n, size)
+                total += n
+                continue
+            records, progress = self._records(off, n, size)
+            try:
+                _exhaust(map(callback, records))  # the loop runs in C
+            finally:
+                done = n - length_hint(progress)
+                self._commit(done, size)
+                total += done
+        return total
 
     def wait(self, timeout: float | None = None) -> bool:
         """Waits until the kernel signals data (or timeout seconds); True when woken by data."""
@@ -274,41 +391,25 @@ class RingBuffer:
         self.wait(timeout)
         return self.consume(callback)
 
-    # ---- iterator form ------------------------------------------------------------------------------------------
-    def read(self, max_records: int = 0) -> list[Any]:
-        """All ready records (at most max_records when > 0), without waiting."""
-        out: list[Any] = []
-        if self._decode_at is not None and self._type_size:
-            self._read_fast(out, max_records)
-        else:
-            self._drain(out.append, max_records)
-        return out
-
-    def events(self, timeout: float | None = None) -> Iterator[Any]:
-        """Yields records as they arrive; stops after `timeout` seconds with nothing new (None: never)."""
-        while not self._closed:
-            batch = self.read()
-            if batch:
-                yield from batch
-                continue
-            if not self.wait(timeout) and not self.available:
-                return
-
-    def __iter__(self) -> Iterator[Any]:
-        return self.events()
-
     # ---- asyncio form -------------------------------------------------------------------------------------------
     async def aiter(self, timeout: float | None = None) -> AsyncIterator[Any]:
         """`async for ev in rb.aiter()`: wakes through the event loop (add_reader on the epoll fd)."""
         loop = asyncio.get_running_loop()
         while not self._closed:
-            batch = self.read()
-            if batch:
-                for ev in batch:
-                    yield ev
+            run = self._next_run(_BATCH)
+            if run is not None:
+                off, n, size = run
+                records, progress = self._records(off, n, size)
+                try:
+                    for ev in records:
+                        yield ev
+                finally:
+                    if not self._closed:
+                        self._commit(n - length_hint(progress), size)
                 continue
             fut: asyncio.Future[None] = loop.create_future()
             fd = self.fileno()
+
             def wake(fut: asyncio.Future[None] = fut) -> None:
                 if not fut.done():
                     fut.set_result(None)
@@ -336,59 +437,46 @@ class RingBuffer:
         return self._dtype
 
     def read_batch(self, max_records: int = 0) -> Any:
-        """All ready records as one numpy structured array (copied out of the ring).
+        """The records ready when called (at most max_records when > 0) as one numpy structured array, copied out
+        of the ring.
 
-        Runs of records of the record type's size are checked and copied with numpy (strided views over the
-        doubly-mapped data area), so there is no Python work per record; discarded or odd-sized records are
-        handled one at a time between runs."""
+        Each run is one strided numpy copy (no Python work per record); records shorter than the type are
+        zero-padded one at a time."""
         import numpy as np
 
         dt = self.dtype()
         itemsize = dt.itemsize
-        stride = (itemsize + BPF_RINGBUF_HDR_SZ + 7) & ~7
-        expect = itemsize  # a ready, kept record of the right size has exactly this header word
-        chunks: list[Any] = []
-        total = 0
-        data = self._producer
-        mask = self.mask
-        cons = int(self._cons_q[0])
-        discarded = 0
-        while not max_records or total < max_records:
-            prod = int(self._prod_q[0])
-            if cons >= prod:
-                break
-            off = _PAGE + (cons & mask)
-            n = (prod - cons) // stride
-            if max_records:
-                n = min(n, max_records - total)
-            if n:
-                hdrs = np.ndarray((n,), "<u4", buffer=data, offset=off, strides=(stride,))
-                bad = np.flatnonzero(hdrs != expect)
-                good = int(bad[0]) if len(bad) else n
-                if good:
-                    recs = np.ndarray((good,), dt, buffer=data, offset=off + BPF_RINGBUF_HDR_SZ, strides=(stride,))
-                    chunks.append(recs.copy())
-                    total += good
-                    cons += good * stride
-                    self._cons_q[0] = cons
-                    continue
-            hdr = _U32.unpack_from(data, off)[0]
-            if hdr & BPF_RINGBUF_BUSY_BIT:
-                break
-            size = hdr & _LEN_MASK
-            if not hdr & BPF_RINGBUF_DISCARD_BIT:
-                raw = bytes(data[off + BPF_RINGBUF_HDR_SZ:off + BPF_RINGBUF_HDR_SZ + min(size, itemsize)])
-                chunks.append(np.frombuffer(raw.ljust(itemsize, b"\0"), dt).copy())
-                total += 1
+        void = np.dtype(f"V{itemsize}")  # copying as opaque items is a plain memcpy per record
+        mv = self._mv
+        # One output array for what is pending now (no per-run chunks to concatenate: fresh memory costs a page
+        # fault per 4 KiB).  Records arriving meanwhile wait for the next call, so one call never chases a fast
+        # producer; only records shorter than the type can outnumber the estimate and grow the array.
+        budget = self.available
+        limit = max(1, budget // ((itemsize + _HDR + 7) & ~7))
+        if max_records:
+            limit = min(limit, max_records)
+        out = np.empty(limit, void)
+        used = 0
+        while budget > 0 and (run := self._next_run(max_records - used if max_records else 0)) is not None:
+            off, n, size = run
+            stride = (size + _HDR + 7) & ~7
+            n = min(n, -(-budget // stride))
+            budget -= n * stride
+            if used + n > len(out):
+                out = np.concatenate([out[:used], np.empty(max(n, len(out)), void)])
+            if size >= itemsize:
+                out[used:used + n] = np.ndarray((n,), void, buffer=mv, offset=off + _HDR, strides=(stride,))
             else:
-                discarded += 1
-            cons += (size + BPF_RINGBUF_HDR_SZ + 7) & ~7
-            self._cons_q[0] = cons
-        self.records_read += total
-        self.records_discarded += discarded
-        if not chunks:
-            return np.zeros(0, dt)
-        return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+                raw = b"".join(bytes(mv[o:o + size]).ljust(itemsize, b"\0")
+                               for o in range(off + _HDR, off + _HDR + n * stride, stride))
+                out[used:used + n] = np.frombuffer(raw, void)
+            self._commit(n, size)
+            used += n
+            if max_records and used >= max_records:
+                break
+        if used < len(out):
+            out = out[:used].copy() if used < len(out) // 2 else out[:used]
+        return out.view(dt)
 
     def __repr__(self) -> str:
         return (f"RingBuffer({self.name!r}, size={self.max_entries}, read={self.records_read}, "

@@ -101,6 +101,37 @@ int emit_small(void *ctx)
     return 0;
 }
 
+// Records of three sizes in one ring: every 5th is cut to its first 16 bytes, every 7th (else) carries 8 extra
+// bytes after the struct, the rest are plain events.  bpf_loop keeps verification independent of `count`.
+static long emit_one_size(__u64 index, void *unused)
+{
+    struct {
+        struct event e;
+        __u64 extra;
+    } rec = {};
+    __u32 i = index;
+    long err;
+
+    fill(&rec.e, i);
+    rec.extra = 0xabcdef00 + i;
+    if (i % 5 == 4)
+        err = bpf_ringbuf_output(&rb, &rec, 16, 0);
+    else if (i % 7 == 6)
+        err = bpf_ringbuf_output(&rb, &rec, sizeof(rec), 0);
+    else
+        err = bpf_ringbuf_output(&rb, &rec, sizeof(rec.e), 0);
+    if (err)
+        __sync_fetch_and_add(&dropped, 1);
+    return 0;
+}
+
+SEC("raw_tp")
+int emit_sizes(void *ctx)
+{
+    bpf_loop(count < 100000 ? count : 100000, emit_one_size, NULL, 0);
+    return 0;
+}
+
 SEC("raw_tp")
 int emit_perf(void *ctx)
 {
