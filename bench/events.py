@@ -1,4 +1,4 @@
-"""Ring buffer consumer throughput: pybpf iterator / callback / batch forms vs libbpf's C consumer.
+"""Ring buffer consumer throughput: pybpf iterator / callback / batch forms vs libbpf's C consumer and BCC.
 
 A C producer (bench/c/getpid_loop.c) calls getpid() in a tight loop; bench/bpf/events.bpf.c writes one 64-byte record
 per call into a 16 MiB ring buffer (72 bytes with the record header: ~233k records).
@@ -34,7 +34,44 @@ HERE = Path(__file__).resolve().parent
 FORMS = ["iterator", "callback", "batch", "raw"]
 LABELS = {"c": "libbpf C (ring_buffer__poll)", "iterator": "pybpf iterator (decoded)",
           "callback": "pybpf callback (decoded)", "batch": "pybpf read_batch (numpy)",
-          "raw": "pybpf iterator (raw bytes)"}
+          "raw": "pybpf iterator (raw bytes)", "bcc": "BCC Python (ring_buffer_poll, decoded)"}
+
+# BCC's equivalent of bench/bpf/events.bpf.c, read the way BCC's tools read events: a callback decoding each
+# record with `b["events"].event(data)`. No kernel structs are touched (BCC compiles against 6.1's headers here).
+BCC_CONSUMER = '''
+import sys, time
+from bcc import BPF
+b = BPF(text="""
+struct event { u64 seq; u64 ts; u32 pid; u32 cpu; char pad[40]; };
+BPF_RINGBUF_OUTPUT(events, 4096);  /* pages: 16 MiB, as the pybpf and libbpf runs */
+BPF_ARRAY(counters, u64, 2);       /* 0: seq, 1: dropped */
+TRACEPOINT_PROBE(syscalls, sys_enter_getpid) {
+    int zero = 0, one = 1;
+    struct event *e = events.ringbuf_reserve(sizeof(*e));
+    if (!e) { counters.atomic_increment(one); return 0; }
+    u64 *seq = counters.lookup(&zero);
+    e->seq = seq ? __sync_fetch_and_add(seq, 1) : 0;
+    e->ts = bpf_ktime_get_ns();
+    e->pid = bpf_get_current_pid_tgid() >> 32;
+    e->cpu = bpf_get_smp_processor_id();
+    events.ringbuf_submit(e, 0);
+    return 0;
+}
+""")
+delivered = 0
+def on_event(ctx, data, size):
+    global delivered
+    ev = b["events"].event(data)
+    if ev.seq >= 0:
+        delivered += 1
+b["events"].open_ring_buffer(on_event)
+print("attached", time.monotonic_ns(), flush=True)
+deadline = time.monotonic() + float(sys.argv[1])
+while time.monotonic() < deadline:
+    b.ring_buffer_poll(100)
+b.ring_buffer_consume()
+print("delivered", delivered, "dropped", b["counters"][1].value, flush=True)
+'''
 
 
 def build_c(name: str, out_dir: Path, libs: list[str]) -> Path:
@@ -115,6 +152,31 @@ def run_live_c(obj: Path, loader: Path, producer: Path, secs: float) -> dict[str
             "producer/s": calls / psecs, "delivered": delivered, "lost": calls - delivered}
 
 
+def run_live_bcc(producer: Path, secs: float, work: Path) -> dict[str, float] | str:
+    """BCC's Python consumer, where BCC runs (bench/_bcc.py); the reason it cannot otherwise."""
+    sys.path.insert(0, str(HERE))
+    from _bcc import bcc_runtime
+
+    python, env = bcc_runtime()
+    if python is None:
+        return str(env)
+    assert isinstance(env, dict)
+    script = work / "bcc_consumer.py"
+    script.write_text(BCC_CONSUMER)
+    cons = subprocess.Popen([python, str(script), str(secs + 0.5)], stdout=subprocess.PIPE, text=True, env=env)
+    assert cons.stdout is not None
+    if not cons.stdout.readline().startswith("attached"):
+        cons.wait()
+        return "BCC failed to compile or attach its program"
+    proc = start_producer(producer, secs)
+    calls, psecs = producer_result(proc)
+    out, _ = cons.communicate()
+    words = out.split()
+    delivered, lost = int(words[1]), int(words[3])
+    return {"delivered/s": delivered / psecs, "lost/s": lost / psecs, "producer/s": calls / psecs,
+            "delivered": delivered, "lost": lost}
+
+
 def run_drain(obj: Path, producer: Path, form: str, repeat: int) -> dict[str, float]:
     rates: list[float] = []
     counts: list[int] = []
@@ -137,7 +199,7 @@ def main() -> int:
     ap.add_argument("--secs", type=float, default=5.0, help="live mode: producer run time (default 5)")
     ap.add_argument("--mode", choices=["live", "drain", "all"], default="all")
     ap.add_argument("--repeat", type=int, default=5, help="drain mode: fills per form (median)")
-    ap.add_argument("--only", default="", help=f"comma-separated forms: c,{','.join(FORMS)}")
+    ap.add_argument("--only", default="", help=f"comma-separated forms: c,bcc,{','.join(FORMS)}")
     args = ap.parse_args()
     only = set(filter(None, args.only.split(",")))
     forms = [f for f in FORMS if not only or f in only]
@@ -156,6 +218,13 @@ def main() -> int:
                 live[form] = run_live(obj, producer, args.secs, form)
                 print(f"{form}: {live[form]}", file=sys.stderr)
                 time.sleep(0.5)
+            if not only or "bcc" in only:
+                bcc = run_live_bcc(producer, args.secs, Path(tmp))
+                if isinstance(bcc, str):
+                    out.append(f"BCC skipped: {bcc}")
+                else:
+                    live["bcc"] = bcc
+                    print(f"bcc: {bcc}", file=sys.stderr)
             base = live["c"]["delivered/s"] if "c" in live else 0.0
             out += [f"\nLive: ring buffer, 64-byte record per getpid, {args.secs:g} s, {os.cpu_count()} CPUs\n",
                     "| consumer | delivered M/s | lost M/s | producer M calls/s | delivered vs C |",
