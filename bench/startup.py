@@ -6,6 +6,8 @@ map). Peers, run in the same session, interleaved iteration by iteration so they
 
 * pybpf: a tiny Python script (load, attach_all, print "attached <CLOCK_MONOTONIC ns>", wait for SIGINT,
   close the collection);
+* pybpf run (CLI): the command-line tool on the same object; "attached" is when its "Attached N link(s)" line
+  arrives (printed just after attaching);
 * libbpf: bench/c/loader.c built with gcc (`loader OBJ attach`, same protocol);
 * bpftrace: an equivalent one-liner; "attached" is when its "Attaching N probes..." line arrives (bpftrace
   prints it just before attaching, so this slightly favours bpftrace);
@@ -16,7 +18,7 @@ map). Peers, run in the same session, interleaved iteration by iteration so they
 "exit" from sending SIGINT to reaping the process. Medians over the iterations (after a warm-up run that
 fills the page cache, .pyc files and the BTF index cache), with ratios to libbpf and a markdown table.
 
-    python3 bench/startup.py [--iterations 7] [--tools pybpf,libbpf,bpftrace,bcc]
+    python3 bench/startup.py [--iterations 7] [--tools pybpf,cli,libbpf,bpftrace,bcc]
 """
 
 from __future__ import annotations
@@ -226,9 +228,16 @@ def make_tools(work: Path, objs: dict[str, str], wanted: set[str]) -> tuple[list
     notes: list[str] = []
     pyenv = python_env(work)
     if "pybpf" in wanted:
-        runner = work / "pybpf_runner.py"
-        runner.write_text(PYBPF_RUNNER)
-        tools.append(Tool("pybpf", lambda o: [sys.executable, str(runner), objs[o]], "attached", True, env=pyenv))
+        pybpf_runner = work / "pybpf_runner.py"  # a name of its own: the lambdas bind late
+        pybpf_runner.write_text(PYBPF_RUNNER)
+        tools.append(Tool("pybpf", lambda o: [sys.executable, str(pybpf_runner), objs[o]], "attached", True,
+                          env=pyenv))
+    if "cli" in wanted:
+        # the command-line tool: `pybpf run OBJ` (its "Attached ..." line goes to stderr, hence the 2>&1; exec keeps
+        # the pid, so SIGINT reaches pybpf itself)
+        tools.append(Tool("pybpf run (CLI)", lambda o: ["sh", "-c", 'exec "$0" -m pybpf.cli.main run "$1" 2>&1',
+                                                        sys.executable, objs[o]], "Attached", False,
+                          "attached = its 'Attached N link(s)' line (printed just after attaching)", env=pyenv))
     if "libbpf" in wanted:
         loader = _build_loader(work)
         if loader is None:
@@ -248,11 +257,11 @@ def make_tools(work: Path, objs: dict[str, str], wanted: set[str]) -> tuple[list
             notes.append(f"BCC skipped: {env_or_why}")
         else:
             assert isinstance(env_or_why, dict)
-            runner = work / "bcc_runner.py"
-            runner.write_text(BCC_RUNNER)
+            bcc_runner = work / "bcc_runner.py"
+            bcc_runner.write_text(BCC_RUNNER)
             bcc_env = dict(env_or_why, PYTHONPYCACHEPREFIX=str(work / "pycache"))
             bcc_env.pop("PYTHONDONTWRITEBYTECODE", None)
-            tools.append(Tool("BCC", lambda o: [python, str(runner), o], "attached", True,
+            tools.append(Tool("BCC", lambda o: [python, str(bcc_runner), o], "attached", True,
                               "compiles its C with clang at start-up (against Debian 6.1's headers)", env=bcc_env))
     return tools, notes
 
@@ -263,7 +272,7 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--settle", type=float, default=0.2, help="seconds attached before SIGINT")
     parser.add_argument("--timeout", type=float, default=20.0)
-    parser.add_argument("--tools", default="pybpf,libbpf,bpftrace,bcc")
+    parser.add_argument("--tools", default="pybpf,cli,libbpf,bpftrace,bcc")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("needs root", file=sys.stderr)
