@@ -235,9 +235,13 @@ class Collection:
         self.links.extend(links)
         return failures
 
-    def ringbuf(self, name: str, **kwargs: Any) -> Any:
+    def ringbuf(self, name: str, *, lost_variable: str = "dropped", **kwargs: Any) -> Any:
+        """A RingBuffer reader of map `name`; its `lost` count reads the global `lost_variable` if there is one."""
         from pybpf.events.ringbuf import RingBuffer
 
+        if "lost_counter" not in kwargs and lost_variable in self.variables:
+            counter = self.variables[lost_variable]
+            kwargs["lost_counter"] = lambda: int(counter.value)
         return RingBuffer(self.maps[name], **kwargs)
 
     def perfbuf(self, name: str, **kwargs: Any) -> Any:

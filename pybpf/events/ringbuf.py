@@ -159,7 +159,8 @@ class RingBuffer:
     """
 
     def __init__(self, map: Any, *, type: Type | str | None = None,  # noqa: A002 - mirrors the C naming
-                 decode: bool | Callable[[bytes], Any] = True) -> None:
+                 decode: bool | Callable[[bytes], Any] = True,
+                 lost_counter: Callable[[], int | None] | None = None) -> None:
         mtype = getattr(map, "type", None)
         if mtype is not None and mtype != MapType.RINGBUF:
             raise BPFError(f"map {getattr(map, 'name', '?')!r} is {MapType(mtype).name}, not a RINGBUF map")
@@ -170,6 +171,7 @@ class RingBuffer:
         self.type = _resolve_type(map, type)
         self.records_read = 0
         self.records_discarded = 0
+        self._lost_counter = lost_counter
         fd = int(map.fd)
         self._consumer = mmap.mmap(fd, _PAGE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
         self._producer = mmap.mmap(fd, _PAGE + 2 * self.max_entries, mmap.MAP_SHARED, mmap.PROT_READ,
@@ -480,7 +482,16 @@ class RingBuffer:
 
     def __repr__(self) -> str:
         return (f"RingBuffer({self.name!r}, size={self.max_entries}, read={self.records_read}, "
-                f"discarded={self.records_discarded})")
+                f"discarded={self.records_discarded}, lost={self.lost})")
+
+    @property
+    def lost(self) -> int | None:
+        """Records the program could not reserve because the ring was full, or None when unknown.
+
+        The kernel does not count them for ring buffers (bpf_ringbuf_reserve just fails), so this reads the
+        program's own counter: `lost_counter`, which Collection.ringbuf() points at a global `dropped`
+        when the object has one."""
+        return self._lost_counter() if self._lost_counter is not None else None
 
 
 class RingBufferGroup:
