@@ -117,10 +117,9 @@ def go(proc: subprocess.Popen[str]) -> None:
 
 
 def link_ids() -> set[int]:
-    from pybpf._sys import types as T
-    from pybpf.cli.inspect import object_ids
+    from pybpf.link.base import kernel_links
 
-    return set(object_ids(T.Cmd.LINK_GET_NEXT_ID))
+    return {info.id for info in kernel_links()}
 
 
 # Bars of print_log2_hist: "        4 -> 7          : 4        |*****...    |"

@@ -22,9 +22,10 @@ import pytest
 
 import pybpf
 from pybpf._sys import types as T
-from pybpf._sys.syscall import bpf, bpf_errno, bpf_fd
+from pybpf._sys.syscall import bpf
 from pybpf.errors import BPFError, NotSupportedError
 from pybpf.link._netdev import in_netns
+from pybpf.link.base import kernel_links
 from pybpf.link.cgroup import attach_cgroup, cgroup2_root
 from pybpf.link.netns import attach_netns
 from pybpf.link.socket import attach_socket
@@ -44,24 +45,9 @@ _CLONE_NEWNET = 0x40000000
 
 
 def link_ids_of(programs: Iterable[Any]) -> list[int]:
-    """Ids of the BPF links (BPF_LINK_GET_NEXT_ID) whose program is one of `programs`."""
+    """Ids of the kernel's BPF links whose program is one of `programs`."""
     prog_ids = {p.id for p in programs}
-    found = []
-    attr = T.GetIdAttr(start_id=0)
-    while bpf_errno(T.Cmd.LINK_GET_NEXT_ID, attr) == 0:
-        link_id = attr.next_id
-        attr = T.GetIdAttr(start_id=link_id)
-        try:
-            fd = bpf_fd(T.Cmd.LINK_GET_FD_BY_ID, T.GetIdAttr(link_id=link_id))
-        except BPFError:
-            continue
-        with fd:
-            info = T.LinkInfo()
-            bpf(T.Cmd.OBJ_GET_INFO_BY_FD,
-                T.InfoByFdAttr(bpf_fd=int(fd), info_len=ctypes.sizeof(info), info=ctypes.addressof(info)))
-        if info.prog_id in prog_ids:
-            found.append(link_id)
-    return found
+    return [info.id for info in kernel_links() if info.prog_id in prog_ids]
 
 
 def ip_u32(addr: str) -> int:

@@ -23,7 +23,6 @@ import pytest
 import pybpf
 from pybpf._sys import types as T
 from pybpf._sys.cpus import online_cpu_list
-from pybpf._sys.syscall import bpf_errno
 from pybpf.errors import BPFError, NotSupportedError
 from pybpf.link import (
     attach,
@@ -41,6 +40,7 @@ from pybpf.link import (
     live_links,
 )
 from pybpf.link.auto import parse_uprobe_target
+from pybpf.link.base import kernel_links
 from pybpf.link.kprobe import (
     KPROBE_GROUP,
     kprobe_pmu,
@@ -72,24 +72,8 @@ def _perf_fds() -> int:
 
 
 def _links_of(prog_ids: set[int]) -> list[int]:
-    """Ids of live kernel links (BPF_LINK_GET_NEXT_ID) whose program is one of `prog_ids`."""
-    found: list[int] = []
-    next_id = 0
-    while True:
-        attr = T.GetIdAttr(start_id=next_id)
-        if bpf_errno(T.Cmd.LINK_GET_NEXT_ID, attr) < 0:
-            return found
-        next_id = attr.next_id
-        fd = bpf_errno(T.Cmd.LINK_GET_FD_BY_ID, T.GetIdAttr(link_id=next_id))
-        if fd < 0:
-            continue
-        try:
-            info = T.LinkInfo()
-            iattr = T.InfoByFdAttr(bpf_fd=fd, info_len=ctypes.sizeof(info), info=ctypes.addressof(info))
-            if bpf_errno(T.Cmd.OBJ_GET_INFO_BY_FD, iattr) >= 0 and info.prog_id in prog_ids:
-                found.append(info.id)
-        finally:
-            os.close(fd)
+    """Ids of the kernel's BPF links whose program is one of `prog_ids`."""
+    return [info.id for info in kernel_links() if info.prog_id in prog_ids]
 
 
 def _own_kprobes() -> list[str]:

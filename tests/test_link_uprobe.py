@@ -8,7 +8,6 @@ the test's programs is left.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import os
 import subprocess
@@ -21,8 +20,8 @@ import pytest
 
 import pybpf
 from pybpf._sys import types as T
-from pybpf._sys.syscall import bpf, bpf_errno, bpf_fd
 from pybpf.errors import BPFError, ObjectError
+from pybpf.link.base import kernel_links
 from pybpf.link.uprobe import attach_uprobe, attach_uprobe_multi, legacy_uprobes, uprobe_pmu
 from pybpf.link.usdt import attach_usdt, parse_usdt_args, usdt_notes
 from pybpf.symbols import SymbolNotFoundError
@@ -112,24 +111,9 @@ EXPECTED_TOTAL = sum(i + 100 * i for i in range(1, 6))  # 1515
 
 
 def link_ids_of(programs: Iterable[Any]) -> list[int]:
-    """Ids of the BPF links (BPF_LINK_GET_NEXT_ID) whose program is one of `programs`."""
+    """Ids of the kernel's BPF links whose program is one of `programs`."""
     prog_ids = {p.id for p in programs}
-    found = []
-    attr = T.GetIdAttr(start_id=0)
-    while bpf_errno(T.Cmd.LINK_GET_NEXT_ID, attr) == 0:
-        link_id = attr.next_id
-        attr = T.GetIdAttr(start_id=link_id)
-        try:
-            fd = bpf_fd(T.Cmd.LINK_GET_FD_BY_ID, T.GetIdAttr(link_id=link_id))
-        except BPFError:
-            continue  # gone meanwhile
-        with fd:
-            info = T.LinkInfo()
-            bpf(T.Cmd.OBJ_GET_INFO_BY_FD,
-                T.InfoByFdAttr(bpf_fd=int(fd), info_len=ctypes.sizeof(info), info=ctypes.addressof(info)))
-        if info.prog_id in prog_ids:
-            found.append(link_id)
-    return found
+    return [info.id for info in kernel_links() if info.prog_id in prog_ids]
 
 
 def run_after_attach(proc: subprocess.Popen[str]) -> str:

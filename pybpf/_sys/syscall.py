@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import errno as _errno
 import os
+from collections.abc import Iterator
 
 from pybpf._sys import types as T
 from pybpf._sys.fd import FD
@@ -65,6 +66,20 @@ def bpf_errno(cmd: int, attr: ctypes.Structure | ctypes.Union) -> int:
     """bpf() returning -errno instead of raising: for hot paths (map lookups) where ENOENT is normal."""
     ret: int = _syscall(NR_BPF, ctypes.c_int(int(cmd)), ctypes.byref(attr), ctypes.c_uint(ctypes.sizeof(attr)))
     return ret if ret >= 0 else -ctypes.get_errno()
+
+
+def object_ids(cmd: int) -> Iterator[int]:
+    """Ids of every live program/map/link/BTF object (a BPF_*_GET_NEXT_ID command), ascending."""
+    current = 0
+    while True:
+        attr = T.GetIdAttr(start_id=current)
+        ret = bpf_errno(cmd, attr)
+        if ret == -_errno.ENOENT:
+            return
+        if ret < 0:
+            raise BPFError(f"cannot list ids ({os.strerror(-ret)}); needs CAP_SYS_ADMIN", -ret, command_name(cmd))
+        current = attr.next_id
+        yield current
 
 
 def perf_event_open(attr: T.PerfEventAttr, pid: int, cpu: int, group_fd: int = -1, flags: int = 0) -> FD:

@@ -6,32 +6,18 @@ import ctypes
 import enum
 import errno
 import json
-import os
 from collections.abc import Iterator
 from typing import Any
 
 import click
 
-from pybpf._sys import FD, bpf, bpf_errno, bpf_fd
+from pybpf._sys import FD, bpf, bpf_fd
 from pybpf._sys import types as T
+from pybpf._sys.syscall import object_ids
 from pybpf.cli.render import jsonable
 from pybpf.errors import BPFError
 
 # ---- kernel object walking ------------------------------------------------------------------------------
-
-
-def object_ids(cmd: T.Cmd) -> Iterator[int]:
-    """Ids of every program/map/link/BTF (BPF_*_GET_NEXT_ID), ascending."""
-    current = 0
-    while True:
-        attr = T.GetIdAttr(start_id=current)
-        ret = bpf_errno(cmd, attr)
-        if ret == -errno.ENOENT:
-            return
-        if ret < 0:
-            raise BPFError(f"cannot list ids ({os.strerror(-ret)}); needs CAP_SYS_ADMIN", -ret, cmd.name)
-        current = attr.next_id
-        yield current
 
 
 def btf_by_id(btf_id: int) -> Any:
@@ -355,21 +341,10 @@ def link() -> None:
 
 
 def _links() -> Iterator[dict[str, Any]]:
-    for link_id in object_ids(T.Cmd.LINK_GET_NEXT_ID):
-        try:
-            fd = bpf_fd(T.Cmd.LINK_GET_FD_BY_ID, T.GetIdAttr(link_id=link_id), f"link id {link_id}")
-        except BPFError as exc:
-            if exc.errno == errno.ENOENT:
-                continue
-            raise
-        with fd:
-            info = T.LinkInfo()
-            attr = T.InfoByFdAttr(bpf_fd=int(fd), info_len=ctypes.sizeof(info), info=ctypes.addressof(info))
-            bpf(T.Cmd.OBJ_GET_INFO_BY_FD, attr, "link info")
-        try:
-            kind: str = T.LinkType(info.type).name.lower()
-        except ValueError:
-            kind = str(info.type)
+    from pybpf.link.base import kernel_links
+
+    for info in kernel_links():
+        kind = info.type.name.lower() if isinstance(info.type, T.LinkType) else str(info.type)
         yield {"id": info.id, "type": kind, "prog_id": info.prog_id}
 
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import errno
 import os
 import threading
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
@@ -21,13 +22,13 @@ from pybpf._sys import types as T
 from pybpf._sys.fd import FD
 from pybpf._sys.mounts import BPFFS, ensure_bpffs
 from pybpf._sys.record import record
-from pybpf._sys.syscall import bpf, bpf_fd, c_string
+from pybpf._sys.syscall import bpf, bpf_fd, c_string, object_ids
 from pybpf.errors import BPFError
 
 if TYPE_CHECKING:
     from pybpf.program import Program
 
-__all__ = ["Link", "LinkInfo", "detach_all", "live_links"]
+__all__ = ["Link", "LinkInfo", "detach_all", "kernel_links", "live_links"]
 
 
 @record(frozen=True)
@@ -189,7 +190,22 @@ _registry: weakref.WeakSet[Link] = weakref.WeakSet()
 
 
 def live_links() -> list[Link]:
+    """The links this process holds and has not released."""
     return list(_registry)
+
+
+def kernel_links() -> Iterator[LinkInfo]:
+    """Every BPF link in the kernel, any process's (BPF_LINK_GET_NEXT_ID); links freed meanwhile are skipped."""
+    for link_id in object_ids(T.Cmd.LINK_GET_NEXT_ID):
+        try:
+            link = Link.from_id(link_id)
+        except BPFError as exc:
+            if exc.errno == errno.ENOENT:
+                continue
+            raise
+        with link:  # only this fd is closed: the link stays attached through its owner's references
+            info = link.info()
+        yield info
 
 
 def detach_all(links: Iterable[Link] | None = None, workers: int = 16) -> list[BaseException]:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, NoReturn
 from pybpf._sys import types as T
 from pybpf._sys.fd import FD
 from pybpf._sys.record import record
-from pybpf._sys.syscall import bpf, bpf_errno, bpf_fd
+from pybpf._sys.syscall import bpf, bpf_errno, bpf_fd, object_ids
 from pybpf.errors import BPFError, NotSupportedError
 from pybpf.link.base import Link
 from pybpf.link.raw_tracepoint import raw_tracepoint_open
@@ -140,14 +140,9 @@ def find_kernel_btf_target(target: str, attach_type: T.AttachType | int) -> BtfT
 
 def kernel_btf_fd(module: str) -> FD:
     """An fd of the kernel BTF object named `module` ("vmlinux" or a module name)."""
-    next_id = 0
     name_buf = ctypes.create_string_buffer(64)
-    while True:
-        attr = T.GetIdAttr(start_id=next_id)
-        if bpf_errno(T.Cmd.BTF_GET_NEXT_ID, attr) < 0:
-            break
-        next_id = attr.next_id
-        ret = bpf_errno(T.Cmd.BTF_GET_FD_BY_ID, T.GetIdAttr(btf_id=next_id))
+    for btf_id in object_ids(T.Cmd.BTF_GET_NEXT_ID):
+        ret = bpf_errno(T.Cmd.BTF_GET_FD_BY_ID, T.GetIdAttr(btf_id=btf_id))
         if ret < 0:
             continue  # freed meanwhile
         fd = FD(ret)
