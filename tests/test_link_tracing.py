@@ -399,6 +399,24 @@ def test_task_iterator_lists_this_process(load: Loader) -> None:
         assert len(lines) > 10  # every task on the system
 
 
+def test_task_iterator_restricted_to_one_process(load: Loader) -> None:
+    coll = load("link_iter")
+    pid = os.getpid()
+    try:
+        link = attach_iter(coll.programs["dump_task"], pid=pid)
+    except NotSupportedError as exc:
+        pytest.skip(str(exc))
+    with link:
+        lines = list(link.lines())
+    assert lines and all(line.split()[0] == str(pid) for line in lines)  # "<tgid> <tid> <comm>": our threads only
+
+
+def test_cgroup_iterator_order_names_come_from_the_kernel_enum(load: Loader) -> None:
+    coll = load("link_iter")
+    with pytest.raises(ValueError, match="self_only, descendants_pre, descendants_post, ancestors_up"):
+        attach_iter(coll.programs["dump_task"], cgroup="/sys/fs/cgroup", order="sideways")
+
+
 def test_map_iterator_walks_the_elements(load: Loader) -> None:
     coll = load("link_iter")
     table = coll.maps["table"]

@@ -24,22 +24,9 @@ from pybpf.link.base import Link
 if TYPE_CHECKING:
     from pybpf.program import Program
 
-__all__ = ["CGROUP_ITER_ORDERS", "IterLink", "attach_iter"]
+__all__ = ["IterLink", "attach_iter"]
 
 
-class _IterLinkInfo(ctypes.Structure):
-    """Stand-in for ``union bpf_iter_link_info`` until tools/gen_sys.py generates it (T.IterLinkInfo):
-    the union's members flattened to the offsets they occupy (16 bytes)."""
-
-    _fields_ = [
-        ("map_fd_or_order_or_tid", ctypes.c_uint32),  # map.map_fd | cgroup.order | task.tid
-        ("cgroup_fd_or_pid", ctypes.c_uint32),  # cgroup.cgroup_fd | task.pid
-        ("cgroup_id_or_pid_fd", ctypes.c_uint64),  # cgroup.cgroup_id | task.pid_fd (low half)
-    ]
-
-
-# enum bpf_cgroup_iter_order, by the names bpftool uses (stand-in until generated).
-CGROUP_ITER_ORDERS = {"self_only": 1, "descendants_pre": 2, "descendants_post": 3, "ancestors_up": 4}
 _READ_CHUNK = 64 * 1024
 
 
@@ -52,9 +39,7 @@ class IterLink(Link):
         new = bpf_fd(T.Cmd.ITER_CREATE, T.IterCreateAttr(link_fd=int(fd)), f"iterator {self.target}")
         return io.FileIO(new.detach(), "rb", closefd=True)
 
-    def read(self) -> bytes:
-        """The whole output of one iteration."""
-        chunks = []
+    def _chunks(self) -> Iterator[bytes]:
         with self.open() as f:
             while True:
                 try:
@@ -62,27 +47,23 @@ class IterLink(Link):
                 except OSError as exc:
                     raise BPFError(f"reading iterator {self.target} failed", exc.errno or 0, "read") from None
                 if not chunk:
-                    break
-                chunks.append(chunk)
-        return b"".join(chunks)
+                    return
+                yield chunk
+
+    def read(self) -> bytes:
+        """The whole output of one iteration."""
+        return b"".join(self._chunks())
 
     def lines(self, encoding: str = "utf-8") -> Iterator[str]:
         """The output of one iteration, line by line (without the newlines), decoded as it is read."""
-        with self.open() as f:
-            pending = b""
-            while True:
-                try:
-                    chunk = f.read(_READ_CHUNK)
-                except OSError as exc:
-                    raise BPFError(f"reading iterator {self.target} failed", exc.errno or 0, "read") from None
-                if not chunk:
-                    break
-                pending += chunk
-                *complete, pending = pending.split(b"\n")
-                for line in complete:
-                    yield line.decode(encoding, "replace")
-            if pending:
-                yield pending.decode(encoding, "replace")
+        pending = b""
+        for chunk in self._chunks():
+            pending += chunk
+            *complete, pending = pending.split(b"\n")
+            for line in complete:
+                yield line.decode(encoding, "replace")
+        if pending:
+            yield pending.decode(encoding, "replace")
 
 
 def _fd_of(obj: Any) -> int:
@@ -108,31 +89,29 @@ def attach_iter(
         program.spec.attach_type if program.spec is not None else None)
     if program.type != T.ProgType.TRACING or attach_type not in (T.AttachType.TRACE_ITER, None):
         raise BPFError(f"program {program.name!r} is not an iterator program (SEC(\"iter/...\"))", _errno.EINVAL)
-    info_type: type[ctypes.Structure] = getattr(T, "IterLinkInfo", _IterLinkInfo)
-    info: ctypes.Structure | None = None
+    info: T.IterLinkInfo | None = None
     cg_fd = -1
     spec_target = program.spec.attach_to if program.spec is not None else ""
     target = f"iter/{spec_target}" if spec_target else "iter"
     if map is not None:
-        info = _IterLinkInfo(map_fd_or_order_or_tid=_fd_of(map))
+        info = T.IterLinkInfo(map=T.IterLinkInfo_Map(map_fd=_fd_of(map)))
         target += f" map fd {_fd_of(map)}"
     elif cgroup is not None:
-        if isinstance(order, str):
+        if isinstance(order, str):  # bpftool's names: "self_only", "descendants_pre", ...
             try:
-                order = CGROUP_ITER_ORDERS[order]
+                order = T.CgroupIterOrder[order.upper()]
             except KeyError:
-                raise ValueError(f"unknown cgroup iterator order {order!r}; one of {', '.join(CGROUP_ITER_ORDERS)}")
+                names = ", ".join(o.name.lower() for o in T.CgroupIterOrder if o)
+                raise ValueError(f"unknown cgroup iterator order {order!r}; one of {names}") from None
         if isinstance(cgroup, int):
             fd = cgroup
         else:
             cg_fd = fd = os.open(os.fspath(cgroup), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        info = _IterLinkInfo(map_fd_or_order_or_tid=order, cgroup_fd_or_pid=fd)
+        info = T.IterLinkInfo(cgroup=T.IterLinkInfo_Cgroup(order=int(order), cgroup_fd=fd))
         target += f" cgroup {cgroup}"
     elif tid or pid or pid_fd:
-        info = _IterLinkInfo(map_fd_or_order_or_tid=tid, cgroup_fd_or_pid=pid, cgroup_id_or_pid_fd=pid_fd)
+        info = T.IterLinkInfo(task=T.IterLinkInfo_Task(tid=tid, pid=pid, pid_fd=pid_fd))
         target += f" tid {tid}" if tid else (f" pid {pid}" if pid else f" pidfd {pid_fd}")
-    if info is not None and info_type is not _IterLinkInfo:
-        info = info_type.from_buffer_copy(bytes(info).ljust(ctypes.sizeof(info_type), b"\0"))
     attr = T.LinkCreateAttr(prog_fd=int(program.fd), attach_type=int(T.AttachType.TRACE_ITER))
     if info is not None:
         attr.iter_info = ctypes.addressof(info)
