@@ -243,32 +243,9 @@ def attach(coll: Collection, targets: dict[str, Any]) -> tuple[list[str], list[s
     Raises Fail when a program could not be attached. --binary replaces the binary named in a uprobe/USDT
     section and keeps its function or probe."""
     from pybpf.errors import BPFError
-    from pybpf.link.auto import attach_all, auto_attachable, hook_of, parse_uprobe_target
+    from pybpf.link.auto import attach_all, auto_attachable, hook_of
 
-    binary = targets.get("binary")
-    plain, special = [], []
-    for prog in coll.programs.values():
-        try:
-            hook, pfx, target = hook_of(prog)
-        except BPFError:
-            continue  # struct_ops, syscall programs...: nothing to attach
-        if binary and hook == "uprobe" and ".multi" not in pfx and ":" in target:
-            _, symbol, offset = parse_uprobe_target(target)
-            special.append((prog, {"symbol": symbol, "offset": offset}))
-        elif binary and hook == "usdt" and target.count(":") >= 2:
-            _, provider, probe = target.rsplit(":", 2)
-            special.append((prog, {"provider": provider, "name": probe}))
-        else:
-            plain.append(prog)
-    links, failures = attach_all(plain, **targets)
-    for prog, extra in special:
-        try:
-            kw = {"binary": binary, **extra}
-            if targets.get("pid") is not None:
-                kw["pid"] = targets["pid"]
-            links.append(prog.attach(**kw))
-        except Exception as exc:  # noqa: BLE001 - reported below with the others
-            failures[prog.name] = exc
+    links, failures = attach_all(coll.programs.values(), **targets)
     coll.links.extend(links)
     if failures:
         lines = []
