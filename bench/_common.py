@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import statistics
@@ -53,8 +54,50 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
+SYSTEM_PYTHON_FLAG = "--system-python"
+
+
 def python() -> str:
-    return sys.executable
+    """The interpreter the pybpf rows run on: a venv of this Python (see `bench_venv`), or this Python itself
+    when the benchmark was given --system-python."""
+    if SYSTEM_PYTHON_FLAG in sys.argv:
+        return sys.executable
+    return str(bench_venv())
+
+
+def bench_venv() -> Path:
+    """A venv of this same interpreter that sees the same packages (pybpf, click, rich, numpy) through a .pth
+    of plain paths, as an installed tool would, but does not run the base site-packages' .pth start-up hooks.
+
+    Why: this sandbox's interpreter runs a certifi CA injector from a .pth in every process (~40 ms on this
+    VM, more than libbpf's whole load). No user's machine has it, and tools installed with pipx or in a venv
+    never run it; with --system-python the benchmarks measure it anyway."""
+    import sysconfig
+
+    venv = Path(os.environ.get("PYBPF_CACHE") or Path.home() / ".cache" / "pybpf") / "bench-venv"
+    exe = venv / "bin" / "python3"
+    paths = [str(ROOT), *dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])]
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    pth = venv / "lib" / f"python{version}" / "site-packages" / "pybpf-bench.pth"
+    if not exe.exists() or not pth.exists() or pth.read_text().split() != paths:
+        subprocess.run([sys.executable, "-m", "venv", "--clear", "--without-pip", str(venv)], check=True)
+        pth.write_text("\n".join(paths) + "\n")
+    return exe
+
+
+def python_env(pycache: Path) -> dict[str, str]:
+    """Python children run as an installed package would: with bytecode caches (written by the warm-up
+    run into the benchmark's own directory, so the source tree stays clean), whatever this shell says."""
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(pycache)
+    return env
+
+
+def add_interpreter_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(SYSTEM_PYTHON_FLAG, action="store_true",
+                        help="run pybpf on this interpreter, with its site-packages' .pth hooks, instead of "
+                             "the benchmark venv")
 
 
 def clear_pybpf_cache() -> None:

@@ -24,7 +24,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import bpf_object, c_loader, clear_pybpf_cache, median, python, run_until_line, table  # noqa: E402
+from _common import (  # noqa: E402
+    BUILD,
+    add_interpreter_option,
+    bpf_object,
+    c_loader,
+    clear_pybpf_cache,
+    median,
+    python,
+    python_env,
+    run_until_line,
+    table,
+)
 
 OBJECTS = ["bench/bpf/startup.bpf.c", "tests/bpf/core_vmlinux.bpf.c", "tests/bpf/load_globals.bpf.c"]
 
@@ -50,7 +61,7 @@ PYBPF_LOAD = (
 
 def time_python_floor() -> float:
     start = time.monotonic_ns()
-    subprocess.run([python(), "-c", "pass"], check=True)
+    subprocess.run([python(), "-c", "pass"], check=True, env=python_env(BUILD / "pycache"))
     return (time.monotonic_ns() - start) / 1e6
 
 
@@ -58,7 +69,7 @@ def time_pybpf(obj: Path, cold: bool) -> tuple[float, float, float]:
     """(spawn -> loaded ms, import + first load ms, best reload ms)."""
     if cold:
         clear_pybpf_cache()
-    ms, proc = run_until_line([python(), "-c", PYBPF_LOAD, str(obj)], "loaded")
+    ms, proc = run_until_line([python(), "-c", PYBPF_LOAD, str(obj)], "loaded", env=python_env(BUILD / "pycache"))
     assert proc.stdout is not None
     inproc = int(proc.stdout.readline().split()[1]) / 1e6
     reload = int(proc.stdout.readline().split()[1]) / 1e6
@@ -78,6 +89,7 @@ def time_libbpf(loader: Path, obj: Path) -> tuple[float, float]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=7)
+    add_interpreter_option(ap)
     args = ap.parse_args()
     loader = c_loader()
     rows = []

@@ -40,6 +40,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 from _bcc import bcc_runtime  # noqa: E402
+from _common import add_interpreter_option, python, python_env  # noqa: E402
 
 ROOT = BENCH.parent
 
@@ -214,29 +215,21 @@ def _build_loader(work: Path) -> str | None:
     return str(out)
 
 
-def python_env(work: Path) -> dict[str, str]:
-    """Python children run as an installed package would: with bytecode caches (written by the warm-up
-    run into the benchmark's own directory, so the source tree stays clean), whatever this shell says."""
-    env = dict(os.environ)
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    env["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
-    return env
-
-
 def make_tools(work: Path, objs: dict[str, str], wanted: set[str]) -> tuple[list[Tool], list[str]]:
     tools: list[Tool] = []
     notes: list[str] = []
-    pyenv = python_env(work)
+    pyenv = python_env(work / "pycache")
+    interpreter = python()
     if "pybpf" in wanted:
         pybpf_runner = work / "pybpf_runner.py"  # a name of its own: the lambdas bind late
         pybpf_runner.write_text(PYBPF_RUNNER)
-        tools.append(Tool("pybpf", lambda o: [sys.executable, str(pybpf_runner), objs[o]], "attached", True,
+        tools.append(Tool("pybpf", lambda o: [interpreter, str(pybpf_runner), objs[o]], "attached", True,
                           env=pyenv))
     if "cli" in wanted:
         # the command-line tool: `pybpf run OBJ` (its "Attached ..." line goes to stderr, hence the 2>&1; exec keeps
         # the pid, so SIGINT reaches pybpf itself)
         tools.append(Tool("pybpf run (CLI)", lambda o: ["sh", "-c", 'exec "$0" -m pybpf.cli.main run "$1" 2>&1',
-                                                        sys.executable, objs[o]], "Attached", False,
+                                                        interpreter, objs[o]], "Attached", False,
                           "attached = its 'Attached N link(s)' line (printed just after attaching)", env=pyenv))
     if "libbpf" in wanted:
         loader = _build_loader(work)
@@ -252,8 +245,8 @@ def make_tools(work: Path, objs: dict[str, str], wanted: set[str]) -> tuple[list
             tools.append(Tool("bpftrace", lambda o: [bpftrace, "-e", BPFTRACE[o]], "Attaching", False,
                               "attached = its 'Attaching N probes' line (printed just before attaching)"))
     if "bcc" in wanted:
-        python, env_or_why = bcc_runtime()
-        if python is None:
+        bcc_python, env_or_why = bcc_runtime()
+        if bcc_python is None:
             notes.append(f"BCC skipped: {env_or_why}")
         else:
             assert isinstance(env_or_why, dict)
@@ -261,7 +254,7 @@ def make_tools(work: Path, objs: dict[str, str], wanted: set[str]) -> tuple[list
             bcc_runner.write_text(BCC_RUNNER)
             bcc_env = dict(env_or_why, PYTHONPYCACHEPREFIX=str(work / "pycache"))
             bcc_env.pop("PYTHONDONTWRITEBYTECODE", None)
-            tools.append(Tool("BCC", lambda o: [python, str(bcc_runner), o], "attached", True,
+            tools.append(Tool("BCC", lambda o: [bcc_python, str(bcc_runner), o], "attached", True,
                               "compiles its C with clang at start-up (against Debian 6.1's headers)", env=bcc_env))
     return tools, notes
 
@@ -273,6 +266,7 @@ def main() -> int:
     parser.add_argument("--settle", type=float, default=0.2, help="seconds attached before SIGINT")
     parser.add_argument("--timeout", type=float, default=20.0)
     parser.add_argument("--tools", default="pybpf,cli,libbpf,bpftrace,bcc")
+    add_interpreter_option(parser)
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("needs root", file=sys.stderr)
