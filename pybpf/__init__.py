@@ -8,11 +8,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from pybpf.errors import BPFError, NotSupportedError, ObjectError, VerifierError
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from pybpf.collection import Collection, ObjectFile, load, open_object
     from pybpf.map import Map, MapSpec
     from pybpf.program import Program, ProgramSpec

@@ -10,14 +10,11 @@ Everything that depends on the running kernel happens here, never in `pybpf.elf`
 from __future__ import annotations
 
 import os
-import re
-from collections.abc import Iterable, Mapping
-from types import TracebackType
-from typing import TYPE_CHECKING, Any
 
 from pybpf import asm
 from pybpf._sys import types as T
 from pybpf._sys.fd import FD
+from pybpf._sys.kernel import kernel_version_code
 from pybpf._sys.record import record
 from pybpf.btf import Datasec, Func, Int, Var, kernel_spec
 from pybpf.btf import types as bt
@@ -26,7 +23,12 @@ from pybpf.errors import BPFError, NotSupportedError, ObjectError
 from pybpf.map import Map, MapSpec, RawCodec
 from pybpf.program import Program, ProgramSpec
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+    from types import TracebackType
+    from typing import Any
+
     from pybpf.btf.core import TargetBTF
     from pybpf.btf.marshal import KernelBTFFeatures
     from pybpf.link.base import Link
@@ -160,15 +162,6 @@ def kernel_config() -> dict[str, str]:
                 cfg[k] = v
         _kconfig_cache = cfg
     return _kconfig_cache
-
-
-def kernel_version_code() -> int:
-    """LINUX_KERNEL_VERSION as the kernel computes KERNEL_VERSION(a, b, c) (c capped at 255)."""
-    m = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", os.uname().release)
-    if not m:
-        return 0
-    a, b, c = int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
-    return (a << 16) + (b << 8) + min(c, 255)
 
 
 def _has_syscall_wrapper() -> bool:

@@ -12,31 +12,33 @@ and batch calls use buffers of their own.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import errno as _errno
 import functools
 import gc
 import mmap as _mmap
 import os
-import re
 import struct
 import sys
-import threading
+from _thread import allocate_lock
 from array import array
-from collections.abc import Callable, Iterable, Iterator
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from pybpf._sys import FD, bpf, bpf_fd
 from pybpf._sys import types as T
 from pybpf._sys.cpus import possible_cpus
+from pybpf._sys.kernel import kernel_version, parse_version
 from pybpf._sys.mounts import BPFFS, ensure_bpffs, is_bpffs
 from pybpf._sys.record import field, record, replace
 from pybpf._sys.syscall import NR_BPF, command_name, page_size
 from pybpf.errors import ENOTSUPP, BPFError, NotSupportedError
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator
+    from types import TracebackType
+    from typing import Any
+
+    from pybpf._codec_protocol import Codec
     from pybpf.btf import Spec
     from pybpf.btf import Type as BtfType
 
@@ -55,6 +57,14 @@ __all__ = [
 ]
 
 Buffer = bytes | bytearray | memoryview
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Codec":  # built on demand: a typing.Protocol (see pybpf._codec_protocol)
+        from pybpf._codec_protocol import Codec
+
+        return Codec
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 MapType = T.MapType
 
 # ---- the hot-path system call ------------------------------------------------------------------------------
@@ -160,41 +170,18 @@ def _type_name(t: int) -> str:
         return f"type {t}"
 
 
-def _kernel_version() -> tuple[int, int]:
-    m = re.match(r"(\d+)\.(\d+)", os.uname().release)
-    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
-
-
 def _older_than(version: str) -> bool:
-    want = tuple(int(x) for x in version.split("."))
-    return _kernel_version() < want
-
-
-_NAME_OK = re.compile(r"[^A-Za-z0-9_.]")
+    return kernel_version() < parse_version(version)
 
 
 def sanitize_name(name: str) -> str:
     """A name the kernel accepts: only [A-Za-z0-9_.] (others dropped), at most 15 characters."""
-    return _NAME_OK.sub("", name)[: T.BPF_OBJ_NAME_LEN - 1]
+    if not (name.isascii() and name.replace("_", "").replace(".", "").isalnum()):
+        name = "".join(c for c in name if c.isascii() and (c.isalnum() or c in "_."))
+    return name[: T.BPF_OBJ_NAME_LEN - 1]
 
 
 # ---- codecs ------------------------------------------------------------------------------------------------
-
-
-@runtime_checkable
-class Codec(Protocol):
-    """Turns one key or value into exactly `size` bytes and back.
-
-    Optional fast paths a codec may add (used by batch operations when present):
-    `encode_many(values) -> bytes` and `decode_many(buffer, count) -> list`.
-    """
-
-    @property
-    def size(self) -> int: ...
-
-    def encode(self, value: Any) -> bytes: ...
-
-    def decode(self, data: Buffer) -> Any: ...
 
 
 def _raw_bytes(value: Any, size: int) -> bytes | None:
@@ -410,7 +397,8 @@ class FuncCodec(_BaseCodec):
         return f"FuncCodec({self.name or '?'}, size={self.size})"
 
 
-CodecLike = Any  # None | str | ctypes type | Codec | btf.Type
+if TYPE_CHECKING:
+    CodecLike = Any  # None | str | ctypes type | Codec | btf.Type
 
 
 def _btf_codec(t: BtfType) -> Codec:
@@ -452,7 +440,7 @@ def make_codec(spec: CodecLike, size: int, role: str = "value") -> Codec:
 
         if isinstance(spec, _BtfType):
             codec = _btf_codec(spec)
-        elif isinstance(spec, Codec):
+        elif hasattr(spec, "encode") and hasattr(spec, "decode") and hasattr(spec, "size"):  # a Codec
             codec = spec
         else:
             raise TypeError(f"{role} codec must be None, a struct format, a ctypes type, a Codec or a BTF type, "
@@ -598,7 +586,7 @@ class Map:
         self.spec = spec
         self.pinned_path: str | None = None
         self._id: int | None = None
-        self._lock = threading.Lock()
+        self._lock = allocate_lock()
         self._mmap: _mmap.mmap | None = None
         self._mmap_views: list[memoryview] = []
         self.percpu = self.type in PERCPU_TYPES
@@ -836,8 +824,10 @@ class Map:
             view.release()
         self._mmap_views.clear()
         if self._mmap is not None:
-            with contextlib.suppress(BufferError):
+            try:
                 self._mmap.close()
+            except BufferError:
+                pass
             self._mmap = None
         self.fd.close()
 
@@ -1402,8 +1392,10 @@ class Map:
     def unpin(self) -> None:
         """Remove the pin made by pin() or the one from_pin() opened (no error if it is gone already)."""
         if self.pinned_path is not None:
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 os.unlink(self.pinned_path)
+            except FileNotFoundError:
+                pass
             self.pinned_path = None
 
     def mmap(self) -> memoryview:

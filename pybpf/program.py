@@ -12,10 +12,6 @@ import bisect
 import ctypes
 import errno as _errno
 import os
-import re
-from collections.abc import Sequence
-from types import TracebackType
-from typing import TYPE_CHECKING, Any
 
 from pybpf import asm
 from pybpf._sys import types as T
@@ -25,7 +21,12 @@ from pybpf._sys.record import field, record, replace
 from pybpf._sys.syscall import bpf, bpf_errno, bpf_fd
 from pybpf.errors import ENOTSUPP, BPFError, NotSupportedError, VerifierError
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from types import TracebackType
+    from typing import Any
+
     from pybpf.btf import Spec
 
 __all__ = [
@@ -46,9 +47,8 @@ LOG_SIZE_MAX = 256 * 1024 * 1024
 _LOG_GROWTH = 4
 
 _INSN_SIZE = 8
-_NAME_BAD_CHARS = re.compile(r"[^A-Za-z0-9_.]")
 # "12: (79) r1 = *(u64 *)(r2 +0)": an instruction line of a level-1 verifier log.
-_LOG_INSN = re.compile(r"^(\d+): \([0-9a-f]{2}\)", re.MULTILINE)
+_LOG_INSN = r"^(\d+): \([0-9a-f]{2}\)"
 # Program types whose test run executes exactly once: no repeat, no duration, no ctx_out.
 _RUN_ONCE = frozenset({T.ProgType.RAW_TRACEPOINT, T.ProgType.SYSCALL})
 _LINE_SHIFT = 10  # bpf_line_info.line_col = line << 10 | column
@@ -56,7 +56,9 @@ _LINE_SHIFT = 10  # bpf_line_info.line_col = line << 10 | column
 
 def object_name(name: str) -> str:
     """The kernel's form of an object name: at most 15 characters of ``[A-Za-z0-9_.]``."""
-    return _NAME_BAD_CHARS.sub("_", name)[: T.BPF_OBJ_NAME_LEN - 1]
+    if not (name.isascii() and name.replace("_", "").replace(".", "").isalnum()):
+        name = "".join(c if c.isascii() and (c.isalnum() or c in "_.") else "_" for c in name)
+    return name[: T.BPF_OBJ_NAME_LEN - 1]
 
 
 def _enum_or_int(enum_type: Any, value: int) -> Any:
@@ -184,7 +186,7 @@ class _LoadAttr:
         kern_version = spec.kernel_version
         if not kern_version and spec.type == T.ProgType.KPROBE:
             # Kernels before 5.0 insist that kprobe programs name the running kernel's version.
-            from pybpf.features.kernel import kernel_version_code
+            from pybpf._sys.kernel import kernel_version_code
 
             kern_version = kernel_version_code()
         attr.kern_version = kern_version
@@ -249,8 +251,10 @@ def _load_with_log(load: _LoadAttr, log_level: int, log_size: int) -> tuple[int,
 
 def _failing_instruction(log: str) -> int | None:
     """Index (in slots) of the instruction the verifier was checking when it gave up."""
+    import re  # only on the error path
+
     last = None
-    for m in _LOG_INSN.finditer(log):
+    for m in re.finditer(_LOG_INSN, log, re.MULTILINE):
         last = m
     return int(last.group(1)) if last is not None else None
 

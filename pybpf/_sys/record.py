@@ -12,15 +12,19 @@ from other records. Not supported (not used here): `order`, `kw_only`, `InitVar`
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from operator import attrgetter
-from typing import Any, TypeVar, dataclass_transform, overload
+
+TYPE_CHECKING = False
+if not TYPE_CHECKING:
+    from pybpf._typing import dataclass_transform, overload
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, TypeVar, dataclass_transform, overload
+
+    _T = TypeVar("_T")
+    _C = TypeVar("_C", bound=type)
 
 __all__ = ["FrozenInstanceError", "field", "field_names", "record", "replace"]
-
-_T = TypeVar("_T")
-_C = TypeVar("_C", bound=type)
-
 
 class _Missing:
     __slots__ = ()

@@ -5,11 +5,14 @@ from __future__ import annotations
 import ctypes
 import errno as _errno
 import os
-from collections.abc import Iterator
 
 from pybpf._sys import types as T
 from pybpf._sys.fd import FD
 from pybpf.errors import BPFError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _syscall = _libc.syscall

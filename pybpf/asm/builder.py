@@ -16,11 +16,13 @@ The functions mirror the kernel's ``BPF_*`` macros (``BPF_LDX_MEM(BPF_W, dst, sr
 
 from __future__ import annotations
 
-from typing import Self
-
 from pybpf.asm import opcodes as op
 from pybpf.asm.helpers import helper_id
 from pybpf.asm.instruction import Instruction, Instructions
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Self
 
 __all__ = [
     "Builder",

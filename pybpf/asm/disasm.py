@@ -6,15 +6,20 @@ verifier logs line by line; the ``ld_imm64`` operand texts follow bpftool (``map
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
-
 from pybpf.asm import opcodes as op
 from pybpf.asm.helpers import helper_name
 from pybpf.asm.instruction import Instruction
 
-__all__ = ["NameCallback", "disassemble_lines", "format_instruction"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator
+    from typing import TypeAlias
 
-NameCallback = Callable[[Instruction], str | None]
+    NameCallback: TypeAlias = Callable[[Instruction], str | None]
+else:
+    NameCallback = object  # a type alias: type checkers see the Callable above
+
+__all__ = ["NameCallback", "disassemble_lines", "format_instruction"]
 
 _ALU_OPS = {
     op.ADD: "+=",

@@ -18,24 +18,33 @@ from __future__ import annotations
 
 import bisect
 import itertools
-import re
 import struct
-from collections.abc import Callable, Iterable, Iterator, Mapping, MutableSequence, Sequence
-from typing import Literal, cast, overload
+
+# The ABCs from their home module: `collections.abc` would import all of `collections` first.
+from _collections_abc import MutableSequence, Sequence
 
 from pybpf.asm import opcodes as op
 from pybpf.errors import ObjectError
 
-__all__ = ["ByteOrder", "Instruction", "Instructions"]
+TYPE_CHECKING = False
+if not TYPE_CHECKING:
+    from pybpf._typing import cast, overload
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator, Mapping
+    from typing import Literal, TypeAlias, cast, overload
 
-ByteOrder = Literal["little", "big"]
+    ByteOrder: TypeAlias = Literal["little", "big"]
+else:
+    ByteOrder = str  # a type alias: type checkers see the Literal above
+
+__all__ = ["ByteOrder", "Instruction", "Instructions"]
 
 _LD_IMM64 = op.OPCODE_LD_IMM64
 _SLOT = struct.Struct("<BBhi")
 _SLOT_PACK = struct.Struct("<BBhI")  # imm packed as u32 after masking, so both signs encode
 _DOUBLE_PACK = struct.Struct("<BBhIBBhI")
 _I32 = struct.Struct("<i")
-_LD_IMM64_BYTE = re.compile(re.escape(bytes([_LD_IMM64])))
+_LD_IMM64_BYTE = bytes([_LD_IMM64])
 
 # Bumped whenever some Instruction's opcode changes to or from ld_imm64 (its slot count changes), so an
 # Instructions can tell whether its cached slot offsets are still right without scanning every object.
@@ -371,8 +380,9 @@ class Instructions(MutableSequence[Instruction]):
         # walk the ld_imm64 opcodes (found by a C-speed scan) and fill the runs between them.
         starts: list[int] = []
         run_start = 0
-        for match in _LD_IMM64_BYTE.finditer(codes):
-            slot = match.start()
+        find = codes.find
+        slot = -1
+        while (slot := find(_LD_IMM64_BYTE, slot + 1)) >= 0:
             if slot < run_start:
                 continue  # the second half of the previous ld_imm64 (rejected below if non-blank)
             if slot == nslots - 1:

@@ -12,7 +12,9 @@ The names follow the kernel's ``BPF_*`` macros without the prefix (``BPF_ALU64``
 
 from __future__ import annotations
 
-from typing import Final
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
 __all__ = [
     "ABS",

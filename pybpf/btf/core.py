@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import struct
 import weakref
-from collections.abc import Callable, Iterable, Mapping, MutableSequence
-from typing import Final
 
 from pybpf._sys.record import field, record
 from pybpf.asm import opcodes as op
@@ -51,6 +49,11 @@ from pybpf.btf.types import (
     Void,
 )
 from pybpf.errors import ObjectError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping, MutableSequence
+    from typing import Final
 
 __all__ = [
     "POISON_IMM",
@@ -340,7 +343,8 @@ class _Ctx:
 
 _FIELDS_COMPAT, _TYPES_COMPAT, _TYPES_MATCH = 0, 1, 2
 
-ModuleSource = Mapping[str, Spec] | Callable[[], Iterable[tuple[str, Spec]]]
+if TYPE_CHECKING:
+    ModuleSource = Mapping[str, Spec] | Callable[[], Iterable[tuple[str, Spec]]]
 
 
 class TargetBTF:

@@ -29,9 +29,7 @@ from __future__ import annotations
 
 import ctypes
 from array import array
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from itertools import accumulate
-from typing import TYPE_CHECKING
 
 from pybpf._sys.record import field, field_names, record
 from pybpf.btf.spec import BTF_MAGIC, HEADER, Spec
@@ -54,7 +52,10 @@ from pybpf.btf.types import (
 )
 from pybpf.errors import BPFError, ObjectError
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+
     from pybpf._sys.fd import FD
 
 __all__ = [

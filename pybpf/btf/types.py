@@ -8,11 +8,13 @@ than what is touched.
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING, ClassVar
 
 from pybpf._sys.record import record
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import ClassVar
+
     from pybpf.btf.spec import Spec
 
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
-
 from pybpf._sys.record import field, record
 from pybpf.btf.ext import BTFExt, CoreRelo
 from pybpf.btf.spec import Spec
 from pybpf.btf.types import Type
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Literal, TypeAlias
+
     from pybpf.map import MapSpec
     from pybpf.program import ProgramSpec
 
@@ -25,7 +26,10 @@ __all__ = ["CollectionSpec", "ExternSpec", "RelocKind", "Relocation", "VariableS
 #   "kfunc"     call src=PSEUDO_KFUNC_CALL: imm = BTF id, off = fd_array index of module BTF (0: vmlinux)
 #   "call"      call src=PSEUDO_CALL to a subprogram, already resolved (reference: the subprogram's name)
 #   "func"      ld_imm64 src=PSEUDO_FUNC (callback address), already resolved
-RelocKind = Literal["map", "map_value", "kconfig", "ksym", "kfunc", "call", "func"]
+if TYPE_CHECKING:
+    RelocKind: TypeAlias = Literal["map", "map_value", "kconfig", "ksym", "kfunc", "call", "func"]
+else:
+    RelocKind = str  # a type alias: type checkers see the Literal above
 
 
 @record(frozen=True, slots=True)

@@ -17,8 +17,6 @@ import bisect
 import mmap
 import os
 import struct
-from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple, NoReturn
 
 from pybpf import asm
 from pybpf._sys import types as T
@@ -46,6 +44,11 @@ from pybpf.elf.sections import SectionFlags, attach_target, find_section_def
 from pybpf.errors import ObjectError
 from pybpf.map import MapSpec
 from pybpf.program import ProgramSpec
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any, NoReturn
 
 __all__ = ["internal_map_name", "object_name_from_path", "read"]
 
@@ -177,7 +180,8 @@ def _with_path(exc: ObjectError, path: str) -> ObjectError:
 # ---- internal model -------------------------------------------------------------------------------------
 
 
-class _Section(NamedTuple):
+@record(frozen=True, slots=True)
+class _Section:
     num: int
     name: str
     type: int
@@ -189,7 +193,8 @@ class _Section(NamedTuple):
     entsize: int
 
 
-class _Symbol(NamedTuple):
+@record(frozen=True, slots=True)
+class _Symbol:
     num: int
     name: str
     bind: int

@@ -10,9 +10,9 @@ release that has it::
     if features.have_helper(ProgType.KPROBE, "get_attach_cookie"): ...
 """
 
+from pybpf._sys.kernel import kernel_release, kernel_version, kernel_version_code
 from pybpf.features._probe import ProbeResult
 from pybpf.features.btf import BTF_KINDS, kernel_btf_features, probe_btf_kind, require_btf_kind
-from pybpf.features.kernel import kernel_release, kernel_version, kernel_version_code
 from pybpf.features.maps import have_map_type, map_type_name, map_types, probe_map_type, require_map_type
 from pybpf.features.misc import LINK_KINDS, MISC_FEATURES, probe_link, probe_misc, require_misc
 from pybpf.features.progs import (

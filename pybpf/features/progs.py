@@ -23,10 +23,10 @@ import threading
 
 from pybpf import asm
 from pybpf._sys import types as T
+from pybpf._sys.kernel import kernel_version_code
 from pybpf._sys.syscall import bpf_errno
 from pybpf.errors import ENOTSUPP, NotSupportedError
 from pybpf.features._probe import GPL_LICENSE, ProbeResult, errno_name, try_load
-from pybpf.features.kernel import kernel_version_code
 from pybpf.features.versions import first_kernel, helper_first_kernel
 
 __all__ = [

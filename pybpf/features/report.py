@@ -6,9 +6,9 @@ import time
 from typing import Any
 
 from pybpf._sys import types as T
+from pybpf._sys.kernel import kernel_release, kernel_version
 from pybpf.features._probe import ProbeResult
 from pybpf.features.btf import BTF_KINDS, probe_btf_kind
-from pybpf.features.kernel import kernel_release, kernel_version
 from pybpf.features.maps import map_type_name, map_types, probe_map_type
 from pybpf.features.misc import LINK_KINDS, MISC_FEATURES, probe_link, probe_misc
 from pybpf.features.progs import helpers_for, probe_prog_type, prog_type_name, prog_types

@@ -9,12 +9,14 @@ Each hook's module is imported on first use, so a tool pays only for the hooks i
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
 
 from pybpf.link.auto import attach, attach_all, auto_attachable, hook_of
 from pybpf.link.base import Link, LinkInfo, detach_all, live_links
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from pybpf.link.iter import IterLink, attach_iter
     from pybpf.link.kprobe import attach_kprobe, attach_kprobe_multi
     from pybpf.link.ksyscall import attach_ksyscall

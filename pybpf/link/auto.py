@@ -16,21 +16,24 @@ from __future__ import annotations
 
 import errno as _errno
 import importlib
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
 
 from pybpf._sys import types as T
 from pybpf.errors import BPFError
 from pybpf.link.base import Link
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+    from typing import Any
+
     from pybpf.program import Program
 
 __all__ = ["attach", "attach_all", "auto_attachable", "hook_of"]
 
-_Args = tuple[Any, ...]
-_Kwargs = dict[str, Any]
-_Runner = Callable[["Program", str, str, _Args, _Kwargs], Link]  # (program, section prefix, target, ...)
+if TYPE_CHECKING:
+    _Args = tuple[Any, ...]
+    _Kwargs = dict[str, Any]
+    _Runner = Callable[[Program, str, str, _Args, _Kwargs], Link]  # (program, section prefix, target, ...)
 
 
 def _call(module: str, function: str, *args: Any, **kwargs: Any) -> Link:

@@ -12,11 +12,8 @@ import atexit
 import ctypes
 import errno
 import os
-import threading
 import weakref
-from collections.abc import Callable, Iterable, Iterator
-from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from _thread import allocate_lock
 
 from pybpf._sys import types as T
 from pybpf._sys.fd import FD
@@ -25,7 +22,12 @@ from pybpf._sys.record import record
 from pybpf._sys.syscall import bpf, bpf_fd, c_string, object_ids
 from pybpf.errors import BPFError
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator
+    from types import TracebackType
+    from typing import Self
+
     from pybpf.program import Program
 
 __all__ = ["Link", "LinkInfo", "detach_all", "kernel_links", "live_links"]
@@ -64,7 +66,7 @@ class Link:
         self._owned = list(owned)
         self._undo = list(undo)
         self._pinned: str | None = None
-        self._lock = threading.Lock()
+        self._lock = allocate_lock()
         self._detached = False
         _registry.add(self)
 
@@ -221,7 +223,9 @@ def detach_all(links: Iterable[Link] | None = None, workers: int = 16) -> list[B
             errors.append(exc)
         return errors
     # Plain threads, not an executor: this also runs from atexit, where executors refuse new work.
-    lock = threading.Lock()
+    import threading
+
+    lock = allocate_lock()
     pending = list(todo)
 
     def worker() -> None:

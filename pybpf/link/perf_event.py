@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import errno as _errno
 import os
-from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING
 
 from pybpf._sys import types as T
 from pybpf._sys.cpus import online_cpu_list
@@ -20,7 +18,10 @@ from pybpf._sys.syscall import bpf_errno, ioctl, perf_event_open
 from pybpf.errors import BPFError, NotSupportedError
 from pybpf.link.base import Link
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Sequence
+
     from pybpf.program import Program
 
 __all__ = [

@@ -9,8 +9,6 @@ from __future__ import annotations
 import errno as _errno
 import functools
 import os
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
 
 from pybpf._sys import types as T
 from pybpf._sys.mounts import ensure_tracefs
@@ -19,7 +17,10 @@ from pybpf.errors import BPFError
 from pybpf.link.base import Link
 from pybpf.link.perf_event import attach_to_perf_event
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
     from pybpf.program import Program
 
 __all__ = ["attach_tracepoint", "attach_tracepoint_id", "split_tracepoint", "tracefs", "tracepoint_id"]

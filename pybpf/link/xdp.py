@@ -89,7 +89,7 @@ def attach_xdp(
         ifindex, ifname = resolve_ifindex(iface)
         where = f"{ifname} (ifindex {ifindex}{', netns ' + str(netns) if netns is not None else ''}, {mode_name})"
         if netlink is None:
-            from pybpf.features import kernel_version
+            from pybpf._sys.kernel import kernel_version
 
             netlink = kernel_version()[:2] < _XDP_LINK_KERNEL
         if not netlink:

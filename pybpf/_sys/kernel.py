@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 
 __all__ = ["kernel_release", "kernel_version", "kernel_version_code", "parse_version"]
 
 
 def parse_version(text: str) -> tuple[int, int, int]:
     """``"6.18.44-fc-v657"`` -> ``(6, 18, 44)``; missing parts are 0."""
-    m = re.match(r"(\d+)(?:\.(\d+))?(?:\.(\d+))?", text)
-    if m is None:
+    numbers: list[int] = []
+    for part in text.split(".", 3)[:3]:
+        digits = len(part) - len(part.lstrip("0123456789"))
+        if not digits:
+            break
+        numbers.append(int(part[:digits]))
+        if digits < len(part):  # "44-fc-v657": the version ends inside this part
+            break
+    if not numbers:
         raise ValueError(f"not a kernel version: {text!r}")
-    return int(m.group(1)), int(m.group(2) or 0), int(m.group(3) or 0)
+    numbers += [0] * (3 - len(numbers))
+    return numbers[0], numbers[1], numbers[2]
 
 
 @functools.cache
