@@ -26,7 +26,8 @@ import functools
 import keyword
 import re
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from itertools import repeat
 from typing import Any, NamedTuple
 
 from pybpf.btf.types import (
@@ -362,6 +363,26 @@ class RecordLayout(NamedTuple):
     format: str
     cls: type[Any] | None
     make: Callable[[tuple[Any, ...]], Any]
+
+    def run_reader(self, skip: int, stride: int) -> Callable[[Any, int], tuple[Iterator[Any], Iterator[Any]]]:
+        """reader(buffer, n) -> (records, raw values) for `n` records laid `stride` bytes apart in `buffer`, each
+        after a `skip`-byte header (ring and perf buffer runs): one struct item spans a header, its record and the
+        padding up to the next header, so the whole run decodes with one `struct.iter_unpack`. The raw values
+        iterator tells a consumer how far a partly consumed run got."""
+        body = struct.calcsize(self.format)
+        iter_unpack = struct.Struct(f"<{skip}x{self.format[1:]}{stride - skip - body}x").iter_unpack
+        cls, make = self.cls, self.make
+        if cls is not None:
+            new = tuple.__new__
+
+            def reader(buffer: Any, n: int) -> tuple[Iterator[Any], Iterator[Any]]:
+                values = iter_unpack(buffer)
+                return map(new, repeat(cls, n), values), values
+        else:
+            def reader(buffer: Any, n: int) -> tuple[Iterator[Any], Iterator[Any]]:
+                values = iter_unpack(buffer)
+                return map(make, values), values
+        return reader
 
 
 _RECORDS: dict[tuple[int, int], RecordLayout | None] = {}

@@ -13,7 +13,7 @@ import mmap
 import select
 import struct
 from collections.abc import Callable, Iterable, Iterator
-from itertools import chain, repeat
+from itertools import chain
 from typing import Any
 
 from pybpf._sys import perf_event_open
@@ -29,7 +29,7 @@ from pybpf._sys.types import (
 )
 from pybpf.btf import Type
 from pybpf.errors import BPFError
-from pybpf.events.ringbuf import SameWords, _exhaust, _first, _no_gc, _resolve_type, _tuple_new
+from pybpf.events.ringbuf import SameWords, _exhaust, _first, _no_gc, _resolve_type
 
 __all__ = ["PerfBuffer"]
 
@@ -208,17 +208,11 @@ class PerfBuffer:
         layout = self._layout
         reader: Callable[[memoryview, int, int], Iterable[Any]]
         if layout is not None and raw_size >= self._type_size:
-            body = struct.calcsize(layout.format)
-            rec = struct.Struct(f"<12x{layout.format[1:]}{rsize - 12 - body}x")
-            iter_unpack = rec.iter_unpack
-            cls = layout.cls
-            make = layout.make
-            if cls is not None:
-                def reader(view: memoryview, off: int, n: int) -> Iterable[Any]:
-                    return map(_tuple_new, repeat(cls, n), iter_unpack(view[off:off + n * rsize]))
-            else:
-                def reader(view: memoryview, off: int, n: int) -> Iterable[Any]:
-                    return map(make, iter_unpack(view[off:off + n * rsize]))
+            # 12: perf_event_header and the u32 raw size
+            run: Callable[[Any, int], tuple[Iterator[Any], Iterator[Any]]] = layout.run_reader(12, rsize)
+
+            def reader(view: memoryview, off: int, n: int) -> Iterable[Any]:
+                return run(view[off:off + n * rsize], n)[0]
         elif self._layout is None and (self._decode is None or not self._type_size):
             raw_iter = struct.Struct(f"<12x{raw_size}s{rsize - 12 - raw_size}x").iter_unpack
             decode = self._decode

@@ -21,7 +21,7 @@ import select
 import struct
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from itertools import chain, repeat
+from itertools import chain
 from operator import length_hint
 from typing import Any
 
@@ -40,7 +40,6 @@ _PAGE = mmap.PAGESIZE
 _WINDOW_MIN = 64  # headers compared at once by SameWords, adapting between these bounds
 _WINDOW_MAX = 16384
 _BATCH = 4096  # records decoded per step by the iterator, callback and asyncio forms (bounds memory and latency)
-_tuple_new = tuple.__new__
 _first = operator.itemgetter(0)
 _exhaust: Callable[[Iterable[Any]], None] = deque(maxlen=0).extend
 
@@ -282,20 +281,10 @@ class RingBuffer:
         layout = self._layout
         reader: Callable[[int, int], tuple[Iterator[Any], Iterator[Any]]]
         if layout is not None and size >= self._type_size:
-            # One struct item spans the header, the record and the padding up to the next header.
-            body = struct.calcsize(layout.format)
-            rec = struct.Struct(f"<{_HDR}x{layout.format[1:]}{stride - _HDR - body}x")
-            iter_unpack = rec.iter_unpack
-            cls = layout.cls
-            make = layout.make
-            if cls is not None:
-                def reader(off: int, n: int) -> tuple[Iterator[Any], Iterator[Any]]:
-                    values = iter_unpack(mv[off:off + n * stride])
-                    return map(_tuple_new, repeat(cls, n), values), values
-            else:
-                def reader(off: int, n: int) -> tuple[Iterator[Any], Iterator[Any]]:
-                    values = iter_unpack(mv[off:off + n * stride])
-                    return map(make, values), values
+            run: Callable[[Any, int], tuple[Iterator[Any], Iterator[Any]]] = layout.run_reader(_HDR, stride)
+
+            def reader(off: int, n: int) -> tuple[Iterator[Any], Iterator[Any]]:
+                return run(mv[off:off + n * stride], n)
         elif self._decode_at is not None or (self._decode_bytes is not None and self._type_size):
             decode_record = self._decode_record
 
