@@ -272,12 +272,14 @@ class StructCodec(_BaseCodec):
 
     def encode(self, value: Any) -> bytes:
         try:
-            if self.single and not isinstance(value, tuple):
+            if self.single and not isinstance(value, (tuple, bytes)):
                 return self._pack(value)
             if isinstance(value, (bytes, bytearray, memoryview)):
                 raw = _raw_bytes(value, self.size)
                 if raw is not None:
                     return raw
+                if self.single:
+                    return self._pack(value)  # e.g. a short string for "16s"
             return self._pack(*value)
         except (struct.error, TypeError) as exc:
             raw = _raw_bytes(value, self.size)
