@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from pybpf.events.ringbuf import RingBuffer, RingBufferGroup, UserRingBuffer, dropped_count, poll_many
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pybpf.events.perfbuf import PerfBuffer
     from pybpf.events.trace_pipe import TraceEvent, TracePipe

@@ -12,9 +12,7 @@ import errno as _errno
 import mmap
 import select
 import struct
-from collections.abc import Callable, Iterable, Iterator
 from itertools import chain
-from typing import Any
 
 from pybpf._sys import perf_event_open
 from pybpf._sys.cpus import possible_cpus
@@ -30,6 +28,11 @@ from pybpf._sys.types import (
 from pybpf.btf import Type
 from pybpf.errors import BPFError
 from pybpf.events.ringbuf import SameWords, _exhaust, _first, _no_gc, _resolve_type
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator
+    from typing import Any
 
 __all__ = ["PerfBuffer"]
 

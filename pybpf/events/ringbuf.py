@@ -12,7 +12,6 @@ space, so the reader cannot count them.  Programs count their own failures (conv
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import gc
 import mmap
@@ -20,14 +19,17 @@ import operator
 import select
 import struct
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from itertools import chain
 from operator import length_hint
-from typing import Any
 
 from pybpf._sys.types import BPF_RINGBUF_BUSY_BIT, BPF_RINGBUF_DISCARD_BIT, BPF_RINGBUF_HDR_SZ, MapType
 from pybpf.btf import Type
 from pybpf.errors import BPFError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+    from typing import Any
 
 __all__ = ["EventIterator", "RingBuffer", "RingBufferGroup", "UserRingBuffer", "dropped_count", "poll_many"]
 
@@ -385,6 +387,8 @@ class RingBuffer:
     # ---- asyncio form -------------------------------------------------------------------------------------------
     async def aiter(self, timeout: float | None = None) -> AsyncIterator[Any]:
         """`async for ev in rb.aiter()`: wakes through the event loop (add_reader on the epoll fd)."""
+        import asyncio  # here, not at the top: its import costs more than a whole tool's start-up
+
         loop = asyncio.get_running_loop()
         while not self._closed:
             run = self._next_run(_BATCH)
