@@ -127,3 +127,23 @@ def test_example_compiles_and_loads(example: str, tmp_path: Path) -> None:
         assert coll.programs and coll.maps
         for prog in coll.programs.values():
             assert prog.id > 0
+
+
+def test_help_lists_commands_without_importing_them() -> None:
+    # `pybpf --help` prints the summaries of pybpf.cli.main.SUBCOMMANDS; each must be what click derives
+    # from the command itself, and no subcommand module may load for it.
+    import importlib
+
+    from pybpf.cli.main import SUBCOMMANDS
+
+    for name, (target, summary) in SUBCOMMANDS.items():
+        module, attr = target.split(":")
+        command = getattr(importlib.import_module(module), attr)
+        assert summary == " ".join((command.help or "").split("\n\n")[0].split()), name
+    code = ("import sys\nsys.argv = ['pybpf', '--help']\nfrom pybpf.cli.main import main\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in sys.modules if m.startswith('pybpf.cli.') and m != 'pybpf.cli.main'))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.splitlines()[-1] == "[]"
+    for name in SUBCOMMANDS:
+        assert f"  {name} " in result.stdout

@@ -27,18 +27,15 @@ Reading trace_pipe consumes its lines for every reader on the system. Ctrl-C, SI
 @click.option("--duration", type=float, metavar="SECONDS", help="Stop after this long (default: Ctrl-C).")
 def trace(pids: tuple[int, ...], comms: tuple[str, ...], as_json: bool, duration: float | None) -> None:
     """Follow bpf_printk output: task, PID, CPU, timestamp and message of every trace_pipe line."""
-    from rich.console import Console
-
-    from pybpf.cli.run import Stopper, finish
+    from pybpf.cli.runner import Stopper, finish, say
     from pybpf.events.trace_pipe import TraceEvent, TracePipe, parse_line
 
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
         pipe = TracePipe()
     except OSError as exc:
         why = ("another process is reading it (trace_pipe takes one reader at a time)"
                if exc.errno == errno.EBUSY else "needs root and tracefs")
-        err.print(f"[bold red]error:[/] cannot open trace_pipe: {exc.strerror} - {why}")
+        say(f"cannot open trace_pipe: {exc.strerror} - {why}", "error:", "error")
         finish(1)
     stopper = Stopper().install()
     color = sys.stdout.isatty()
@@ -47,7 +44,7 @@ def trace(pids: tuple[int, ...], comms: tuple[str, ...], as_json: bool, duration
         header = f"{'TIME(s)':>14} {'CPU':>3} {'PID':>7} {'TASK':<16} MESSAGE"
         out.write(f"\x1b[1m{header}\x1b[0m\n" if color else header + "\n")
         out.flush()
-    err.print(f"Tracing bpf_printk output{f' for {duration:g}s' if duration is not None else ', Ctrl-C to stop'}.")
+    say(f"Tracing bpf_printk output{f' for {duration:g}s' if duration is not None else ', Ctrl-C to stop'}.")
     deadline = time.monotonic() + duration if duration is not None else None
     try:
         import select
