@@ -116,6 +116,22 @@ def go(proc: subprocess.Popen[str]) -> None:
     assert proc.wait(60) == 0
 
 
+def run_driving(cli: Callable[..., Cli], proc: subprocess.Popen[str], *args: str | Path, settle: float = 0.0,
+                finish_timeout: float = 60, **kw: Any) -> tuple[Cli, str, str]:
+    """Start `pybpf <args>`, wait until it is attached, let the waiting `proc` run, wait `settle` seconds for
+    the last events, then stop the run with SIGINT; it must exit 0. Returns the run, its stdout and stderr."""
+    try:
+        run = cli(*args, **kw)
+        run.wait_ready()
+        go(proc)
+    finally:
+        proc.kill()
+    time.sleep(settle)
+    rc, out, err = run.finish(signal.SIGINT, timeout=finish_timeout)
+    assert rc == 0, err
+    return run, out, err
+
+
 def link_ids() -> set[int]:
     from pybpf.link.base import kernel_links
 
@@ -142,14 +158,7 @@ def bars(text: str) -> dict[tuple[int, int], tuple[int, int]]:
 def test_tracepoint_counter_counts_opens_of_a_process(cli: Callable[..., Cli]) -> None:
     opener = child("import ctypes, os\nctypes.CDLL(None).prctl(15, b'pybpf_opener', 0, 0, 0)\n"
                    "for _ in range(7):\n    os.close(os.open('/dev/null', os.O_RDONLY))")
-    run = cli("run", EXAMPLES / "tracepoint_counter.bpf.c", "--json")
-    try:
-        run.wait_ready()
-        go(opener)
-    finally:
-        opener.kill()
-    rc, out, err = run.finish(signal.SIGINT)
-    assert rc == 0, err
+    _, out, _ = run_driving(cli, opener, "run", EXAMPLES / "tracepoint_counter.bpf.c", "--json")
     maps = {r["map"]: r for r in json_lines(out) if r["kind"] == "map"}
     counts = {e["key"]["comm"]: e["value"] for e in maps["counts"]["entries"]}
     assert counts["pybpf_opener"] == 7
@@ -158,14 +167,7 @@ def test_tracepoint_counter_counts_opens_of_a_process(cli: Callable[..., Cli]) -
 def test_tracepoint_counter_table(cli: Callable[..., Cli]) -> None:
     opener = child("import ctypes, os\nctypes.CDLL(None).prctl(15, b'pybpf_tabled', 0, 0, 0)\n"
                    "for _ in range(3):\n    os.close(os.open('/dev/null', os.O_RDONLY))")
-    run = cli("run", EXAMPLES / "tracepoint_counter.bpf.c", "--duration", "60")
-    try:
-        run.wait_ready()
-        go(opener)
-    finally:
-        opener.kill()
-    rc, out, err = run.finish(signal.SIGINT)
-    assert rc == 0, err
+    _, out, _ = run_driving(cli, opener, "run", EXAMPLES / "tracepoint_counter.bpf.c", "--duration", "60")
     assert "counts" in out
     row = [ln for ln in out.splitlines() if "pybpf_tabled" in ln]
     assert row and re.search(r"pybpf_tabled\s*│\s*3\s*│", row[0]), out
@@ -207,14 +209,7 @@ def test_execsnoop_json(cli: Callable[..., Cli]) -> None:
 def test_read_histogram_example(cli: Callable[..., Cli]) -> None:
     reader = child("import os\nfd = os.open('/dev/zero', os.O_RDONLY)\n"
                    "for _ in range(50):\n    os.read(fd, 5000)")
-    run = cli("run", EXAMPLES / "read_histogram.bpf.c")
-    try:
-        run.wait_ready()
-        go(reader)
-    finally:
-        reader.kill()
-    rc, out, err = run.finish(signal.SIGINT)
-    assert rc == 0, err
+    _, out, _ = run_driving(cli, reader, "run", EXAMPLES / "read_histogram.bpf.c")
     assert "hist" in out and ": count     distribution" in out
     assert bars(out)[(4096, 8191)][0] >= 50  # the child's reads of 5000 bytes (plus anyone else's)
 
@@ -224,15 +219,9 @@ def test_uprobe_malloc_per_pid(cli: Callable[..., Cli], c_program: Callable[...,
                     "int main(void) { char b[8]; if (read(0, b, sizeof b) < 0) return 1;\n"
                     "  for (int i = 0; i < 10; i++) { void *p = malloc(12345); free(p); }\n  return 0; }\n")
     target = subprocess.Popen([str(exe)], stdin=subprocess.PIPE, text=True)
-    try:
-        run = cli("run", EXAMPLES / "uprobe_malloc.bpf.c", "--pid", str(target.pid), "--json")
-        run.wait_ready()
-        assert f"(pid {target.pid})" in "".join(run.err)
-        go(target)
-    finally:
-        target.kill()
-    rc, out, err = run.finish(signal.SIGINT)
-    assert rc == 0, err
+    _, out, err = run_driving(cli, target, "run", EXAMPLES / "uprobe_malloc.bpf.c", "--pid", str(target.pid),
+                              "--json")
+    assert f"(pid {target.pid})" in err
     table = next(r for r in json_lines(out) if r["kind"] == "map" and r["map"] == "malloc_bytes")
     assert table["entries"] == [{"key": target.pid, "value": 10 * 12345}]
 
@@ -254,12 +243,6 @@ def test_xdp_counter_in_netns(cli: Callable[..., Cli], netns: Callable[..., Any]
     assert value["packets"] >= 20 and value["bytes"] >= 20 * 142
 
 
-def test_xdp_without_iface_fails() -> None:
-    result = run_once("run", EXAMPLES / "xdp_counter.bpf.c", "--duration", "1")
-    assert result.returncode == 1
-    assert "xdp_count (xdp) needs --iface" in result.stderr
-
-
 # ---- histograms, --set, --interval ----------------------------------------------------------------------
 
 WRITES = [1, 2, 3, 4, 5, 6, 7, 100, 1000, 1000]
@@ -268,14 +251,7 @@ WRITER = f"import os\nfd = os.open('/dev/null', os.O_WRONLY)\nfor n in {WRITES!r
 
 def _hist_run(cli: Callable[..., Cli], *extra: str) -> tuple[str, str]:
     writer = child(WRITER)
-    try:
-        run = cli("run", BPF / "cli_hist.bpf.c", "--pid", str(writer.pid), *extra)
-        run.wait_ready()
-        go(writer)
-    finally:
-        writer.kill()
-    rc, out, err = run.finish(signal.SIGINT)
-    assert rc == 0, err
+    _, out, err = run_driving(cli, writer, "run", BPF / "cli_hist.bpf.c", "--pid", str(writer.pid), *extra)
     return out, err
 
 
@@ -306,9 +282,8 @@ def test_histogram_json(cli: Callable[..., Cli]) -> None:
     assert maps["fd_dist"]["histograms"][0]["key"] == {"fd": fd}
     assert maps["fd_dist"]["histograms"][0]["label"] == f"fd={fd}"
     assert maps["fd_hists"]["histograms"][0]["key"] == fd
-    assert {k: v for k, v in
-                                                                     next(r for r in records if r["kind"] == "variable")
-                                                                     .items() if k != "time"} == {"kind": "variable", "name": "writes", "value": 10}
+    variable = next(r for r in records if r["kind"] == "variable")
+    assert {k: v for k, v in variable.items() if k != "time"} == {"kind": "variable", "name": "writes", "value": 10}
 
 
 def test_set_rodata_changes_behaviour(cli: Callable[..., Cli]) -> None:
@@ -318,14 +293,6 @@ def test_set_rodata_changes_behaviour(cli: Callable[..., Cli]) -> None:
     buckets = {(b["low"], b["high"]): b["count"] for b in hist["histograms"][0]["buckets"] if b["count"]}
     assert buckets == {(64, 127): 1, (512, 1023): 2}  # only the writes of >= 100 bytes
     assert [r["value"] for r in records if r["kind"] == "variable" and r["name"] == "writes"] == [3]
-
-
-def test_set_errors() -> None:
-    result = run_once("run", BPF / "cli_hist.bpf.c", "--set", "no_such_var=1", "--duration", "0")
-    assert result.returncode == 2 and "no global variable 'no_such_var'" in result.stderr
-    assert "min_size" in result.stderr  # the known variables are listed
-    result = run_once("run", BPF / "cli_hist.bpf.c", "--set", "min_size=lots", "--duration", "0")
-    assert result.returncode == 2 and "min_size=lots" in result.stderr
 
 
 def test_interval_prints_maps_periodically() -> None:
@@ -351,15 +318,8 @@ def test_interval_text_has_timestamps() -> None:
 
 def test_perf_buffer_rows(cli: Callable[..., Cli]) -> None:
     caller = child("import os\nfor _ in range(5):\n    os.getppid()")
-    try:
-        run = cli("run", BPF / "cli_perf.bpf.c", "--pid", str(caller.pid), "--json")
-        run.wait_ready()
-        go(caller)
-    finally:
-        caller.kill()
-    time.sleep(0.2)
-    rc, out, err = run.finish(signal.SIGINT)
-    assert rc == 0, err
+    _, out, _ = run_driving(cli, caller, "run", BPF / "cli_perf.bpf.c", "--pid", str(caller.pid), "--json",
+                            settle=0.2)
     records = json_lines(out)
     rows = [r["data"] for r in records if r["kind"] == "event"]
     assert sorted(r["seq"] for r in rows) == [0, 1, 2, 3, 4]
@@ -380,16 +340,8 @@ def test_perf_buffer_loss_is_reported(cli: Callable[..., Cli], c_program: Callab
                     "    if (sched_setaffinity(0, sizeof set, &set)) continue;\n"
                     "    for (int i = 0; i < 10; i++) syscall(SYS_getppid);\n  }\n  return 0; }\n")
     target = subprocess.Popen([str(exe)], stdin=subprocess.PIPE, text=True)
-    try:
-        run = cli("run", BPF / "cli_perf.bpf.c", "--pid", str(target.pid), "--json",
-                  stdout_file=tmp_path / "out.json")
-        run.wait_ready()
-        go(target)
-    finally:
-        target.kill()
-    time.sleep(0.5)
-    rc, out, err = run.finish(signal.SIGINT, timeout=180)
-    assert rc == 0, err
+    _, out, err = run_driving(cli, target, "run", BPF / "cli_perf.bpf.c", "--pid", str(target.pid), "--json",
+                              settle=0.5, finish_timeout=180, stdout_file=tmp_path / "out.json")
     records = json_lines(out)
     produced = next(r["value"] for r in records if r["kind"] == "variable" and r["name"] == "produced")
     summary = records[-1]
@@ -404,15 +356,8 @@ def test_perf_buffer_loss_is_reported(cli: Callable[..., Cli], c_program: Callab
 
 def test_printk_is_followed(cli: Callable[..., Cli]) -> None:
     caller = child("import os\nfor _ in range(3):\n    os.getppid()")
-    try:
-        run = cli("run", BPF / "cli_printk.bpf.c", "--pid", str(caller.pid), "--set", "magic=77", "--json")
-        run.wait_ready()
-        go(caller)
-    finally:
-        caller.kill()
-    time.sleep(0.3)
-    rc, out, err = run.finish(signal.SIGINT)
-    assert rc == 0, err
+    _, out, _ = run_driving(cli, caller, "run", BPF / "cli_printk.bpf.c", "--pid", str(caller.pid),
+                            "--set", "magic=77", "--json", settle=0.3)
     lines = [r for r in json_lines(out) if r["kind"] == "printk" and r["pid"] == caller.pid]
     assert [r["message"] for r in lines] == ["pybpf-cli-printk magic=77"] * 3
 
@@ -464,12 +409,32 @@ def test_trace_text_columns(bpf_obj: Callable[[str], Path]) -> None:
 # ---- failures ---------------------------------------------------------------------------------------------
 
 
-def test_verifier_failure_shows_complaint_and_source_line() -> None:
-    result = run_once("run", BPF / "cli_bad_verifier.bpf.c", "--duration", "1")
-    assert result.returncode == 1
-    assert "rejected by the verifier" in result.stderr
-    assert "R0 invalid mem access 'map_value_or_null'" in result.stderr
-    assert re.search(r"cli_bad_verifier.bpf.c:\d+: \*val \+= 1;", result.stderr)
+@pytest.mark.parametrize(("args", "returncode", "messages"), [
+    pytest.param(["run", EXAMPLES / "xdp_counter.bpf.c", "--duration", "1"], 1,
+                 ["xdp_count (xdp) needs --iface"], id="xdp-without-iface"),
+    pytest.param(["run", BPF / "cli_sample.bpf.c", "--duration", "0"], 1,
+                 ["on_sample (perf_event) needs --frequency"], id="perf-event-without-frequency"),
+    pytest.param(["run", BPF / "cli_hist.bpf.c", "--set", "no_such_var=1", "--duration", "0"], 2,
+                 ["no global variable 'no_such_var'", "min_size"],  # the known variables are listed
+                 id="set-unknown-variable"),
+    pytest.param(["run", BPF / "cli_hist.bpf.c", "--set", "min_size=lots", "--duration", "0"], 2,
+                 ["min_size=lots"], id="set-bad-value"),
+    pytest.param(["run", BPF / "cli_bad_verifier.bpf.c", "--duration", "1"], 1,
+                 ["rejected by the verifier", "R0 invalid mem access 'map_value_or_null'",
+                  re.compile(r"cli_bad_verifier.bpf.c:\d+: \*val \+= 1;")],  # the complaint and the source line
+                 id="verifier"),
+    pytest.param(["run", EXAMPLES / "uprobe_malloc.bpf.c", "--binary", "/nonexistent/libc.so.6", "--duration", "1"],
+                 1, ["cannot attach program 'malloc_enter'"], id="attach"),
+])
+def test_run_fails_with_message(args: list[str | Path], returncode: int, messages: list[str | re.Pattern[str]]
+                                ) -> None:
+    result = run_once(*args)
+    assert result.returncode == returncode, result.stderr
+    for message in messages:
+        if isinstance(message, re.Pattern):
+            assert message.search(result.stderr), (message.pattern, result.stderr)
+        else:
+            assert message in result.stderr
 
 
 def test_compile_error_shows_clang_message(tmp_path: Path) -> None:
@@ -479,13 +444,6 @@ def test_compile_error_shows_clang_message(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "clang failed to compile" in result.stderr
     assert "broken.bpf.c:1:" in result.stderr and "undeclared_thing" in result.stderr
-
-
-def test_attach_failure_exits_nonzero() -> None:
-    result = run_once("run", EXAMPLES / "uprobe_malloc.bpf.c", "--binary", "/nonexistent/libc.so.6",
-                      "--duration", "1")
-    assert result.returncode == 1
-    assert "cannot attach program 'malloc_enter'" in result.stderr
 
 
 # ---- shutdown ---------------------------------------------------------------------------------------------
@@ -507,12 +465,15 @@ def test_signal_ends_run_cleanly(cli: Callable[..., Cli], sig: int) -> None:
     assert elapsed < 2.0, f"exit took {elapsed:.3f}s"
 
 
-def test_help_lists_examples() -> None:
-    result = run_once("run", "--help")
+@pytest.mark.parametrize(("command", "texts"), [
+    ("run", ["Examples:", "--duration", "--set"]),
+    ("trace", ["--comm"]),
+], ids=["run", "trace"])
+def test_help_lists_examples(command: str, texts: list[str]) -> None:
+    result = run_once(command, "--help")
     assert result.returncode == 0
-    assert "Examples:" in result.stdout and "--duration" in result.stdout and "--set" in result.stdout
-    result = run_once("trace", "--help")
-    assert result.returncode == 0 and "--comm" in result.stdout
+    for text in texts:
+        assert text in result.stdout
 
 
 def test_object_file_and_type_option(cli: Callable[..., Cli], tmp_path: Path) -> None:
@@ -520,15 +481,8 @@ def test_object_file_and_type_option(cli: Callable[..., Cli], tmp_path: Path) ->
     built = run_once("build", BPF / "cli_perf.bpf.c", "-o", obj)
     assert built.returncode == 0, built.stderr
     caller = child("import os\nfor _ in range(2):\n    os.getppid()")
-    try:
-        run = cli("run", obj, "--pid", str(caller.pid), "--type", "samples=sample")
-        run.wait_ready()
-        go(caller)
-    finally:
-        caller.kill()
-    time.sleep(0.2)
-    rc, out, err = run.finish(signal.SIGINT)
-    assert rc == 0, err
+    _, out, _ = run_driving(cli, caller, "run", obj, "--pid", str(caller.pid), "--type", "samples=sample",
+                            settle=0.2)
     header, *rows = out.splitlines()
     assert header.split() == ["SEQ", "PID", "CPU"]
     assert [r.split()[:2] for r in rows[:2]] == [["0", str(caller.pid)], ["1", str(caller.pid)]]
@@ -566,10 +520,34 @@ def test_sum_percpu_and_flatten() -> None:
     assert format_cell(b"\x01\xff") == "01ff" and format_cell(totals(1, 2)) == "packets=1 bytes=2"
 
 
-def test_perf_event_needs_and_takes_frequency() -> None:
-    result = run_once("run", BPF / "cli_sample.bpf.c", "--duration", "0")
-    assert result.returncode == 1 and "on_sample (perf_event) needs --frequency" in result.stderr
+def test_perf_event_takes_frequency() -> None:  # without it: test_run_fails_with_message
     result = run_once("run", BPF / "cli_sample.bpf.c", "--frequency", "200", "--duration", "1", "--json")
     assert result.returncode == 0, result.stderr
     (samples,) = [r["value"] for r in json_lines(result.stdout) if r["kind"] == "variable"]
     assert samples > 50  # ~200 per second on each CPU while it runs
+
+
+def test_run_attaches_before_loading_click_or_rich() -> None:
+    # `pybpf run` parses ordinary command lines itself: click, rich and other heavy modules load (if at all)
+    # only after the "Attached" line. -X importtime writes one stderr line per import as it happens.
+    result = subprocess.run([*PYBPF[:1], "-X", "importtime", *PYBPF[1:], "run", EXAMPLES / "execsnoop.bpf.c",
+                             "--duration", "0", "--json", "--top=5"], capture_output=True, text=True,
+                            timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    before = result.stderr.split("Attached", 1)[0]
+    assert "Attached" in result.stderr
+    early = {ln.split("|")[-1].strip() for ln in before.splitlines() if ln.startswith("import time:")}
+    assert "pybpf.collection" in early  # the trace is real
+    heavy = {"click", "rich", "numpy", "elftools", "pyroute2", "asyncio"}
+    assert not {m.split(".")[0] for m in early} & heavy
+    # --json: rich is not needed at all
+    assert not any(ln.split("|")[-1].strip().startswith("rich") for ln in result.stderr.splitlines()
+                   if ln.startswith("import time:"))
+
+
+def test_run_falls_back_to_click_for_unusual_lines() -> None:
+    # Lines the fast parser does not take go to click, which reports them as usage errors (exit 2).
+    for args in (["--bogus"], ["--json=1"], ["extra"], ["--pid", "abc"], ["--duration", "-1"]):
+        result = run_once("run", EXAMPLES / "execsnoop.bpf.c", *args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert "Error: " in result.stderr and "Traceback" not in result.stderr, (args, result.stderr)

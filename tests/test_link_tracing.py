@@ -13,6 +13,7 @@ import ctypes
 import errno
 import os
 import platform
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -41,6 +42,7 @@ from pybpf.link import (
 )
 from pybpf.link.auto import parse_uprobe_target
 from pybpf.link.base import kernel_links
+from pybpf.link.cgroup import cgroup2_root
 from pybpf.link.kprobe import (
     KPROBE_GROUP,
     kprobe_pmu,
@@ -415,6 +417,91 @@ def test_cgroup_iterator_order_names_come_from_the_kernel_enum(load: Loader) -> 
     coll = load("link_iter")
     with pytest.raises(ValueError, match="self_only, descendants_pre, descendants_post, ancestors_up"):
         attach_iter(coll.programs["dump_task"], cgroup="/sys/fs/cgroup", order="sideways")
+
+
+@pytest.fixture
+def cgroup_tree(tmp_path: Path) -> Iterator[dict[str, Path]]:
+    """parent/{a/x, b} under the cgroup v2 root (mounted at a temp dir when no cgroup2 is mounted);
+    the values are the directories, the keys their names. The cgroups are removed afterwards."""
+    mounted = ""
+    try:
+        root = cgroup2_root()
+    except BPFError:
+        mounted = root = str(tmp_path / "cgroup2")
+        os.mkdir(root)
+        result = subprocess.run(["mount", "-t", "cgroup2", "none", root], capture_output=True, text=True)
+        if result.returncode != 0:
+            pytest.skip(f"cgroup v2 is not mounted and cannot be mounted: {result.stderr.strip()}")
+    parent = Path(root) / f"pybpf-iter-{os.getpid()}"
+    tree = {"root": Path(root), "parent": parent, "a": parent / "a", "x": parent / "a" / "x", "b": parent / "b"}
+    created: list[Path] = []
+    try:
+        for name in ("parent", "a", "x", "b"):  # creation order is the kernel's sibling order
+            tree[name].mkdir()
+            created.append(tree[name])
+        yield tree
+    finally:
+        for path in reversed(created):
+            path.rmdir()
+        if mounted:
+            subprocess.run(["umount", mounted], check=True)
+
+
+def _cgroup_line(path: Path, root: Path) -> str:
+    """What dump_cgroup prints for the cgroup at `path`: "<id> <level> <name>"; the id is the inode number,
+    the level the depth below the hierarchy's root, whose kernfs name is empty."""
+    relative = path.relative_to(root).parts
+    return f"{os.stat(path).st_ino} {len(relative)} {path.name if relative else ''}"
+
+
+def _attach_cgroup_iter(coll: Any, cgroup: Path | int, order: str | int) -> Any:
+    try:
+        return attach_iter(coll.programs["dump_cgroup"], cgroup=cgroup, order=order)
+    except NotSupportedError as exc:
+        pytest.skip(f"kernel feature missing: {exc}")
+
+
+@pytest.mark.parametrize(("order", "start", "expected"), [
+    ("self_only", "parent", ["parent"]),
+    ("descendants_pre", "parent", ["parent", "a", "x", "b"]),  # a parent before its children
+    ("descendants_post", "parent", ["x", "a", "b", "parent"]),  # children before their parent
+    ("ancestors_up", "x", ["x", "a", "parent", "root"]),  # up to the root of the hierarchy
+], ids=["self_only", "descendants_pre", "descendants_post", "ancestors_up"])
+def test_cgroup_iterator_walks_the_hierarchy_in_order(
+    load: Loader, cgroup_tree: dict[str, Path], order: str, start: str, expected: list[str]
+) -> None:
+    coll = load("link_iter_cgroup")
+    root = cgroup_tree["root"]
+    # Inside a cgroup namespace the mount's root is not the hierarchy's (id 1) and ancestors_up walks on
+    # past it: there only the part of the walk below the mount can be checked.
+    exact = order != "ancestors_up" or os.stat(root).st_ino == 1
+    if not exact:
+        expected = expected[:-1]
+    with _attach_cgroup_iter(coll, cgroup_tree[start], order) as link:
+        assert link.info().type == T.LinkType.ITER
+        lines = list(link.lines())
+    want = [_cgroup_line(cgroup_tree[name], root) for name in expected]
+    assert (lines if exact else lines[:len(want)]) == want
+
+
+def test_cgroup_iterator_by_fd_sees_cgroups_created_after_attach(
+    load: Loader, cgroup_tree: dict[str, Path]
+) -> None:
+    coll = load("link_iter_cgroup")
+    root, b = cgroup_tree["root"], cgroup_tree["b"]
+    fd = os.open(b, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        link = _attach_cgroup_iter(coll, fd, int(T.CgroupIterOrder.DESCENDANTS_PRE))
+    finally:
+        os.close(fd)  # the link holds its own reference to the cgroup
+    with link:
+        assert list(link.lines()) == [_cgroup_line(b, root)]
+        (b / "y").mkdir()
+        try:
+            assert list(link.lines()) == [_cgroup_line(b, root), _cgroup_line(b / "y", root)]
+        finally:
+            (b / "y").rmdir()
+        assert list(link.lines()) == [_cgroup_line(b, root)]  # every read is a fresh walk
 
 
 def test_map_iterator_walks_the_elements(load: Loader) -> None:

@@ -7,16 +7,16 @@ the test's programs is left.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import subprocess
 import types
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from child_process import waiting
 
 import pybpf
 from pybpf._sys import types as T
@@ -120,17 +120,6 @@ def run_after_attach(proc: subprocess.Popen[str]) -> str:
     out, _ = proc.communicate("go\n", timeout=30)
     assert proc.returncode == 0, out
     return out.strip()
-
-
-@contextlib.contextmanager
-def waiting(binary: Path, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[str]]:
-    proc = subprocess.Popen([str(binary)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def values(obj: Any, *names: str) -> dict[str, Any]:

@@ -6,12 +6,11 @@ from __future__ import annotations
 import os
 import platform
 import struct
-import subprocess
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from child_process import waiting
 
 import pybpf
 from pybpf.link.uprobe import attach_uprobe
@@ -77,17 +76,6 @@ int main(int argc, char **argv)
 """
 
 _EVENT_HEADER = struct.Struct("=Ii")  # struct stack_event: pid, size (then the addresses)
-
-
-@contextmanager
-def waiting(binary: Path) -> Iterator[subprocess.Popen[str]]:
-    proc = subprocess.Popen([str(binary)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def after_prologue(binary: Path, function: str) -> int:

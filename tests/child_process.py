@@ -1,0 +1,22 @@
+"""Helpers for tests that drive a small user-space program (imported by test modules; pytest puts tests/ on
+sys.path because it holds the rootdir conftest.py)."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def waiting(binary: Path, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[str]]:
+    """Start `binary` with pipes for stdin/stdout (text), typically blocked reading stdin until the test has
+    attached; it is killed at the end of the block if it has not exited by then."""
+    proc = subprocess.Popen([str(binary)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
