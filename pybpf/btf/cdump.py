@@ -19,9 +19,7 @@ target's 8-byte va_list instead of x86-64's 24 bytes. CO-RE relocates its fields
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from pybpf.btf.spec import Spec, kernel_spec
 from pybpf.btf.types import (
@@ -34,6 +32,11 @@ from pybpf.btf.types import (
     Type,
     Typedef,
 )
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 __all__ = ["CDumper", "dump_spec", "vmlinux_header"]
 

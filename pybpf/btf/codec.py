@@ -26,7 +26,7 @@ import functools
 import keyword
 import re
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from itertools import repeat
 from typing import Any, NamedTuple
 
@@ -44,6 +44,10 @@ from pybpf.btf.types import (
     Var,
     sizeof,
 )
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 __all__ = ["RecordLayout", "codec_for", "decoder_at", "decoder_for", "encoder_for", "enum_class", "flat_layout",
            "numpy_dtype", "record_layout", "struct_class"]

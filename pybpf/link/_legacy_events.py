@@ -5,7 +5,10 @@ second `_`-separated field (e.g. ``pybpf_123_0_do_sys_openat2``)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 def owned_events(events_file: str | None, group: str) -> list[str]:

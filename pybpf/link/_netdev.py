@@ -13,10 +13,13 @@ import ctypes
 import errno as _errno
 import os
 import socket
-from collections.abc import Iterator
 
 from pybpf._sys.fd import FD
 from pybpf.errors import BPFError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 __all__ = ["NETNS_DIR", "in_netns", "open_netns", "resolve_ifindex"]
 

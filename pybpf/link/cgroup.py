@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import errno as _errno
 import os
-from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from pybpf._sys import types as T
 from pybpf._sys.fd import FD
@@ -20,7 +18,10 @@ from pybpf._sys.syscall import bpf_errno
 from pybpf.errors import BPFError, NotSupportedError
 from pybpf.link.base import Link
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from pybpf.program import Program
 
 __all__ = ["CgroupLink", "attach_cgroup", "cgroup2_root", "cgroup_attach_type"]

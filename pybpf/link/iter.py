@@ -12,8 +12,6 @@ import ctypes
 import errno as _errno
 import io
 import os
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
 
 from pybpf._sys import types as T
 from pybpf._sys.fd import FD
@@ -21,7 +19,11 @@ from pybpf._sys.syscall import bpf_errno, bpf_fd
 from pybpf.errors import BPFError, NotSupportedError
 from pybpf.link.base import Link
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
+
     from pybpf.program import Program
 
 __all__ = ["IterLink", "attach_iter"]

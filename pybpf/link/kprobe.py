@@ -19,8 +19,6 @@ import functools
 import itertools
 import os
 import threading
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, NoReturn
 
 from pybpf._sys import types as T
 from pybpf._sys.fd import FD
@@ -31,7 +29,11 @@ from pybpf.link.base import Link
 from pybpf.link.perf_event import attach_to_perf_event
 from pybpf.link.tracepoint import attach_tracepoint_id, tracefs, tracepoint_id
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import NoReturn
+
     from pybpf.program import Program
 
 __all__ = [

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import TYPE_CHECKING
 
 from pybpf.link.base import Link
 from pybpf.link.kprobe import attach_kprobe
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pybpf.program import Program
 

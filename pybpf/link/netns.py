@@ -9,7 +9,6 @@ gone when the link closes. A flow dissector on a kernel without netns links is a
 from __future__ import annotations
 
 import errno as _errno
-from typing import TYPE_CHECKING
 
 from pybpf._sys import types as T
 from pybpf._sys.fd import FD
@@ -18,6 +17,7 @@ from pybpf.errors import BPFError, NotSupportedError
 from pybpf.link._netdev import NetnsLike, in_netns, open_netns
 from pybpf.link.base import Link
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pybpf.program import Program
 

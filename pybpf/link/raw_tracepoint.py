@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ctypes
 import errno as _errno
-from typing import TYPE_CHECKING
 
 from pybpf._sys import types as T
 from pybpf._sys.fd import FD
@@ -16,6 +15,7 @@ from pybpf._sys.syscall import bpf_errno
 from pybpf.errors import BPFError, NotSupportedError
 from pybpf.link.base import Link
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pybpf.program import Program
 

@@ -11,14 +11,16 @@ from __future__ import annotations
 import errno as _errno
 import os
 import socket as _socket
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from pybpf._sys import types as T
 from pybpf.errors import BPFError
 from pybpf.link.base import Link
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from pybpf.program import Program
 
 __all__ = ["SocketLink", "attach_socket"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno as _errno
 import os
-from typing import TYPE_CHECKING
 
 from pybpf._sys import types as T
 from pybpf._sys.fd import FD
@@ -18,6 +17,7 @@ from pybpf._sys.syscall import bpf_errno
 from pybpf.errors import BPFError, NotSupportedError
 from pybpf.link.base import Link
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pybpf.map import Map
     from pybpf.program import Program

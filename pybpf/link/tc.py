@@ -15,8 +15,6 @@ from __future__ import annotations
 import errno as _errno
 import os
 import threading
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 from pybpf._sys import types as T
 from pybpf._sys.fd import FD
@@ -25,7 +23,11 @@ from pybpf.errors import BPFError, NotSupportedError
 from pybpf.link._netdev import NetnsLike, in_netns, resolve_ifindex
 from pybpf.link.base import Link
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
     from pybpf.program import Program
 
 __all__ = ["TcLink", "attach_tc", "clsact_parent", "have_tcx"]

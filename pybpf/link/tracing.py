@@ -23,7 +23,6 @@ from __future__ import annotations
 import ctypes
 import errno as _errno
 import os
-from typing import TYPE_CHECKING, NoReturn
 
 from pybpf._sys import types as T
 from pybpf._sys.fd import FD
@@ -33,7 +32,10 @@ from pybpf.errors import BPFError, NotSupportedError
 from pybpf.link.base import Link
 from pybpf.link.raw_tracepoint import raw_tracepoint_open
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import NoReturn
+
     from pybpf.btf import Spec
     from pybpf.program import Program, ProgramSpec
 

@@ -21,8 +21,6 @@ import itertools
 import os
 import re
 import threading
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, NoReturn
 
 from pybpf._sys import types as T
 from pybpf._sys.fd import FD
@@ -35,7 +33,11 @@ from pybpf.link.base import Link
 from pybpf.link.perf_event import attach_to_perf_event
 from pybpf.symbols import ElfSymbols, SymbolNotFoundError, elf_symbols, read_maps, resolve_binary
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import NoReturn
+
     from pybpf.program import Program
 
 __all__ = [

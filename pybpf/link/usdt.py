@@ -24,8 +24,6 @@ import os
 import re
 import struct
 import threading
-from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from elftools.elf.elffile import ELFFile
 
@@ -41,7 +39,10 @@ from pybpf.link.perf_event import attach_to_perf_event
 from pybpf.link.uprobe import _check_program, open_uprobe_event, resolve_target
 from pybpf.map import Map, sanitize_name
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from pybpf.program import Program
 
 __all__ = [

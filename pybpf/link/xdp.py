@@ -12,8 +12,6 @@ the NIC); None lets the kernel take driver mode when the device has it and gener
 from __future__ import annotations
 
 import errno as _errno
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 from pybpf._sys import types as T
 from pybpf._sys.fd import FD
@@ -22,7 +20,11 @@ from pybpf.errors import BPFError, NotSupportedError
 from pybpf.link._netdev import NetnsLike, in_netns, resolve_ifindex
 from pybpf.link.base import Link
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
     from pybpf.program import Program
 
 __all__ = ["XDP_MODES", "XdpLink", "attach_xdp", "xdp_mode_flags", "xdp_program_id"]
