@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -11,8 +12,10 @@ import pytest
 
 from pybpf._sys.record import FrozenInstanceError, field, record
 from pybpf.btf import Func, Spec, Struct, kernel_spec
+from pybpf.btf import spec as spec_mod
 from pybpf.btf.core import TargetBTF
 from pybpf.btf.spec import KERNEL_BTF, load_cached
+from pybpf.errors import ObjectError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,14 +50,152 @@ def test_name_index_agrees_with_a_full_scan(fresh: tuple[Spec, Path], name: str)
 
 def test_index_is_cached_with_funcs_once_needed(fresh: tuple[Spec, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     spec, cache = fresh
-    spec.ids_by_name("do_unlinkat")  # builds and saves the FUNC index
     files = list((cache / "btf-index").iterdir())
     assert len(files) == 1 and files[0].stat().st_size > 100_000
     monkeypatch.setenv("PYBPF_CACHE", str(cache))
-    again = load_cached(KERNEL_BTF)
-    assert again._func_order is not None and again._name_order is not None
-    assert again.ids_by_name("task_struct") == spec.ids_by_name("task_struct")
-    assert again.ids_by_name("do_unlinkat") == spec.ids_by_name("do_unlinkat")
+    spec.ids_by_name("task_struct")  # sorts the named types and saves them
+    assert load_cached(KERNEL_BTF)._name_order is not None
+    # The first FUNC lookups search the strings (the FUNCs' name offsets are saved for that); enough of
+    # them in one process sort every FUNC name, and that is saved too.
+    spec.ids_by_name("do_unlinkat")
+    second = load_cached(KERNEL_BTF)
+    assert second._func_order is None and second._func_name_offs == spec._func_name_offs
+    assert second.ids_by_name("do_unlinkat") == spec.ids_by_name("do_unlinkat")
+    for _ in range(spec_mod._FUNC_SEARCHES_BEFORE_SORT):
+        spec.ids_by_name("do_unlinkat")
+    assert spec._func_order is not None
+    third = load_cached(KERNEL_BTF)
+    assert third._func_order is not None and third._name_order is not None and third._func_name_offs is None
+    assert third.ids_by_name("task_struct") == spec.ids_by_name("task_struct")
+    assert third.ids_by_name("do_unlinkat") == second.ids_by_name("do_unlinkat")
+    assert third.ids_by_name_prefix("do_unlink") == second.ids_by_name_prefix("do_unlink")
+
+
+def test_func_string_search_agrees_with_the_sorted_index() -> None:
+    data = spec_mod._read_btf(KERNEL_BTF)
+    searched, sorted_ = Spec(data), Spec(data)
+    sorted_._func_sorted_index()
+    exact = ["do_unlinkat", "vfs_read", "schedule", "task_struct", "open", "no_such_function_at_all"]
+    prefixes = ["do_unlink", "__x64_sys_open", "vfs_", "bpf_map_", "zzz_nothing"]
+    for name in exact:
+        searched._func_searches = 0
+        assert searched.ids_by_name(name) == sorted_.ids_by_name(name), name
+    for prefix in prefixes:
+        searched._func_searches = 0
+        assert searched.ids_by_name_prefix(prefix) == sorted_.ids_by_name_prefix(prefix), prefix
+    assert searched._func_order is None  # all answered by search
+    # A prefix matching thousands of strings is answered from the sorted names instead.
+    assert searched.ids_by_name_prefix("s", funcs=True) == sorted_.ids_by_name_prefix("s", funcs=True)
+    assert searched._func_order is not None
+
+
+def test_sorted_indexes_agree_with_a_name_dict() -> None:
+    """Every lookup path of the large-spec indexes against a dict of every name (decoded one by one)."""
+    import random
+
+    data = spec_mod._read_btf(KERNEL_BTF)
+    spec, ref = Spec(data), Spec(data)
+    spec._func_sorted_index()
+    names = ref._name_index()
+    sample = random.Random(7).sample(sorted(names), 400)
+    sample += [n for n in names if len(n.encode()) >= spec_mod._NAME_WINDOW][:20]
+    for name in sample:
+        hit = names[name]
+        assert spec.ids_by_name(name) == (hit if isinstance(hit, list) else [hit]), name
+    for prefix in ["task_", "bpf_prog", "do_sys", "x", sample[0][:3]]:
+        expect = sorted((n, i) for n, ids in names.items() if n.startswith(prefix)
+                        for i in (ids if isinstance(ids, list) else [ids]))
+        assert sorted(spec.ids_by_name_prefix(prefix)) == expect, prefix
+
+
+def _blob(words: list[int], strings: bytes) -> bytes:
+    types = struct.pack(f"<{len(words)}I", *words)
+    return spec_mod.HEADER.pack(0xEB9F, 1, 0, 24, 0, len(types), len(types), len(strings)) + types + strings
+
+
+def _synthetic(n_ints: int) -> tuple[bytes, dict[str, int]]:
+    """A BTF blob with `n_ints` INTs named "int", a FUNC_PROTO and FUNCs, one of them named by the tail
+    of another string (BTF allows names to share a tail)."""
+    long = ["L" * 70 + "b", "L" * 70, "L" * 70 + "a"]  # alike beyond the sort key's first bytes
+    strings = b"\0int\0my_func\0my_funky\0wrapper_of_tail_func\0" + b"".join(n.encode() + b"\0" for n in long)
+    off = {name: strings.index(name.encode() + b"\0") for name in ("int", "my_func", "my_funky", "tail_func")}
+    off.update((name, strings.index(b"\0" + name.encode() + b"\0") + 1) for name in long)
+    words: list[int] = []
+    for i in range(n_ints):
+        words += [off[long[i % 3]] if i >= n_ints - 3 else off["int"], 1 << 24, 4, 32]
+    proto = n_ints + 1
+    words += [0, 13 << 24, 1]
+    ids: dict[str, int] = {}
+    for i, name in enumerate(("my_func", "my_funky", "tail_func", "my_func")):
+        words += [off[name], 12 << 24 | 1, proto]
+        ids.setdefault(name, proto + 1 + i)
+    return _blob(words, strings), ids
+
+
+def test_large_spec_lookups_by_search_and_by_sort() -> None:
+    blob, ids = _synthetic(5000)
+    for force_sort in (False, True):
+        spec = Spec(blob)
+        if force_sort:
+            spec._func_sorted_index()
+        assert spec.next_id == 5000 + 1 + 1 + 4
+        assert spec.ids_by_name("tail_func") == [ids["tail_func"]]
+        assert spec.ids_by_name("my_func") == [ids["my_func"], ids["my_func"] + 3]
+        assert spec.ids_by_name("my_func", funcs=False) == []
+        assert spec.ids_by_name("int", funcs=False) == list(range(1, 4998))
+        assert spec.ids_by_name("L" * 70) == [5000]
+        assert spec.ids_by_name_prefix("L" * 66) == [("L" * 70, 5000), ("L" * 70 + "a", 4998), ("L" * 70 + "b", 4999)]
+        assert spec.ids_by_name("func") == []
+        assert spec.ids_by_name_prefix("my_fun") == [
+            ("my_func", ids["my_func"]), ("my_func", ids["my_func"] + 3), ("my_funky", ids["my_funky"])]
+        assert spec.ids_by_name_prefix("tail") == [("tail_func", ids["tail_func"])]
+        assert isinstance(spec.type(ids["tail_func"]), Func) and spec.type(ids["tail_func"]).name == "tail_func"
+
+
+def test_large_split_spec_finds_names_in_both_string_sections() -> None:
+    blob, base_ids = _synthetic(10)
+    base = Spec(blob)
+    base_strings = base._strings
+    own = b"\0split_int\0split_func\0"
+    own_off = {n: base._str_end + own.index(n + b"\0") for n in (b"split_int", b"split_func")}
+    int_off, func_off = base_strings.index(b"\0int\0") + 1, base_strings.index(b"\0my_func\0") + 1
+    words: list[int] = []
+    for i in range(5000):
+        words += [own_off[b"split_int"] if i % 2 else int_off, 1 << 24, 4, 32]
+    proto = base.next_id + 5000
+    words += [0, 13 << 24, 1]
+    for name_off in (own_off[b"split_func"], func_off):
+        words += [name_off, 12 << 24 | 1, proto]
+    first = base.next_id
+    for force_sort in (False, True):
+        split = Spec(_blob(words, own), base)
+        if force_sort:
+            split._func_sorted_index()
+        assert split.ids_by_name("split_int") == list(range(first + 1, first + 5000, 2))
+        assert split.ids_by_name("int", funcs=False)[-3:] == [first + 4994, first + 4996, first + 4998]
+        assert split.ids_by_name("split_func") == [proto + 1]
+        assert split.ids_by_name("my_func") == [base_ids["my_func"], base_ids["my_func"] + 3, proto + 2]
+        assert split.ids_by_name_prefix("split_f") == [("split_func", proto + 1)]
+
+
+@pytest.mark.parametrize(("kept", "message"), [(2, "ends inside a record"), (1, "truncated BTF type record")])
+def test_scan_rejects_a_cut_type_section(kept: int, message: str) -> None:
+    """The last record (a 3-word FUNC) cut to `kept` words."""
+    blob, _ = _synthetic(10)
+    hdr = spec_mod.HEADER.unpack_from(blob)
+    words = list(struct.unpack_from(f"<{hdr[5] // 4}I", blob, 24))
+    with pytest.raises(ObjectError, match=message):
+        Spec(_blob(words[: len(words) - 3 + kept], blob[24 + hdr[5]:]))
+
+
+def test_scan_rejects_an_unknown_kind() -> None:
+    blob, _ = _synthetic(10)
+    bad = bytearray(blob)
+    struct.pack_into("<I", bad, 24 + 4, 25 << 24)  # first record's info word
+    with pytest.raises(ObjectError, match="unknown BTF kind 25"):
+        Spec(bytes(bad))
+    empty = Spec(_blob([], b"\0"))
+    assert empty.next_id == 1 and list(empty) == []
 
 
 def test_flavored_candidates_from_the_index() -> None:

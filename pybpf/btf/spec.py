@@ -1,21 +1,19 @@
 """Parse BTF blobs lazily.
 
 A `Spec` keeps the raw bytes and an index of where each type record starts; a type is decoded the
-first time it is asked for. For the kernel's BTF the index (record offsets and names) is cached on disk
-per BTF content hash, so a second process finds what CO-RE needs without scanning 130k records.
+first time it is asked for. For the kernel's BTF the index (record offsets, and the named records sorted
+by name) is cached on disk per boot, so a second process finds what CO-RE needs without scanning 130k
+records.
 """
 
 from __future__ import annotations
 
-import bisect
-import marshal
 import mmap
 import os
 import struct
 import sys
 from array import array
-from collections.abc import Iterator
-from pathlib import Path
+from bisect import bisect_left
 
 from pybpf.btf.types import (
     Array,
@@ -46,6 +44,14 @@ from pybpf.btf.types import (
 )
 from pybpf.errors import ObjectError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from pathlib import Path
+
+    # record offsets, named records, sorted?, FUNC records, sorted?, FUNC name offsets
+    _Index = tuple[array[int], array[int], bool, array[int], bool, array[int] | None]
+
 BTF_MAGIC = 0xEB9F
 HEADER = struct.Struct("<HBBIIIII")  # magic, version, flags, hdr_len, type_off, type_len, str_off, str_len
 
@@ -63,15 +69,37 @@ _EXTRA_WORDS: dict[int, tuple[int, int]] = {
     Kind.ENUM64: (0, 3),
 }
 _NO_EXTRA = (0, 0)
+# Kinds whose records may carry a name (FUNC apart). The others (PTR, ARRAY, CONST, VOLATILE, RESTRICT,
+# FUNC_PROTO) must be anonymous: the kernel rejects a name on them.
+_NAMED_KINDS = frozenset({
+    Kind.INT, Kind.STRUCT, Kind.UNION, Kind.ENUM, Kind.FWD, Kind.TYPEDEF, Kind.VAR, Kind.DATASEC,
+    Kind.FLOAT, Kind.DECL_TAG, Kind.TYPE_TAG, Kind.ENUM64,
+})
 
 _TypeClass = type[Type] | tuple[type[Type], ...]
 KERNEL_BTF = "/sys/kernel/btf/vmlinux"
-_INDEX_VERSION = 5
+_INDEX_VERSION = 6
+# Index file: magic, version, counts of records, named records (and whether sorted by name), FUNC records
+# (and whether sorted) and FUNC name offsets; then those arrays (u32 each) in that order.
+_INDEX_HEADER = struct.Struct("<4s7I")
+_INDEX_MAGIC = b"PBTI"
+# FUNC lookups in one process answered by string search (~1.5 ms each for vmlinux) before sorting every
+# FUNC name pays off (~15-30 ms); the sorted names are then saved for later processes.
+_FUNC_SEARCHES_BEFORE_SORT = 8
+# Names are sorted by their first bytes (this many, the terminating NUL and what follows included): one
+# slice of the string section per name instead of a search for its end. Longer names are told apart at
+# lookup time.
+_NAME_WINDOW = 64
+
+
+def _cache_root() -> str:
+    return os.environ.get("PYBPF_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "pybpf")
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("PYBPF_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "pybpf")
-    return Path(base)
+    from pathlib import Path
+
+    return Path(_cache_root())
 
 
 class Spec:
@@ -86,7 +114,7 @@ class Spec:
         base: Spec | None = None,
         *,
         name: str = "",
-        _index: tuple[array[int], array[int], array[int] | None] | None = None,
+        _index: _Index | None = None,
     ) -> None:
         self.name = name
         self.base = base
@@ -124,15 +152,21 @@ class Spec:
         self._str_base = base._str_end if base is not None else 0
         self._str_end = self._str_base + str_len
         self._names: dict[str, int | list[int]] | None = None
-        # Name-sorted indexes (type index = id - first_id) of the named types, FUNCs apart: vmlinux has
-        # 56k FUNCs against 15k other named types, and CO-RE never looks for a FUNC.
-        self._name_order: array[int] | None = None
-        self._func_order: array[int] | None = None
-        self._named: array[int] | None = None  # named non-FUNC types, in id order (from the scan)
-        self._funcs: array[int] | None = None  # FUNC types, in id order (from the scan)
-        self._cache_file: Path | None = None  # where load_cached keeps the index
+        # The named records, FUNCs apart (vmlinux has 56k FUNCs against 15k others, and CO-RE never looks
+        # for a FUNC), as word offsets: in id order until sorted by name. The FUNC records: in id order
+        # (with their name offsets once a FUNC is looked up) until enough FUNC lookups make sorting their
+        # names pay off.
+        self._named: array[int]
+        self._named_sorted = False
+        self._funcs: array[int]
+        self._funcs_sorted = False
+        self._func_name_offs: array[int] | None = None
+        self._func_offs_sorted: tuple[list[int], list[int]] | None = None
+        self._func_searches = 0
+        self._cache_file: str | None = None  # where load_cached keeps the index
         if _index is not None:
-            self._offsets, self._name_order, self._func_order = _index
+            (self._offsets, self._named, self._named_sorted, self._funcs, self._funcs_sorted,
+             self._func_name_offs) = _index
         else:
             self._offsets = self._scan()
         self.next_id = self.first_id + len(self._offsets)
@@ -152,6 +186,16 @@ class Spec:
             self._strings_copy = bytes(self._buf[self._str_start : self._str_start + self._str_len])
         return self._strings_copy
 
+    @property
+    def _name_order(self) -> array[int] | None:
+        """Word offsets of the named non-FUNC records sorted by name, once built."""
+        return self._named if self._named_sorted else None
+
+    @property
+    def _func_order(self) -> array[int] | None:
+        """Word offsets of the FUNC records sorted by name, once built."""
+        return self._funcs if self._funcs_sorted else None
+
     # ---- construction -------------------------------------------------------------------------
 
     @classmethod
@@ -160,15 +204,18 @@ class Spec:
             return cls(f.read(), base, name=str(path))
 
     def _scan(self) -> array[int]:
-        """Word offsets of each type record; validates lengths and kinds as it goes, and notes which
-        records are FUNCs and which other records have a name (for the name indexes).
+        """Word offsets of each type record; validates lengths and kinds as it goes, and notes the
+        named records (FUNCs apart) and the FUNC records, for the name indexes.
 
-        A record's length depends only on its info word (kind and vlen), and vmlinux has a few thousand
-        distinct info words for 130k records: a dict of known lengths keeps the loop to a lookup and an add
-        (FUNC lengths are stored negated to tell them apart without decoding the kind).
+        A record's length depends only on its info word (kind and vlen), and vmlinux has a few hundred
+        distinct info words for 130k records: a dict of known lengths keeps the loop to an index, a lookup
+        and an add. The length is stored negated for kinds that may be named and as 0 for FUNC (always 3
+        words), so the common records take one branch. Unknown info words (KeyError) and the end of the
+        section (IndexError) leave the loop by exception instead of a test per record.
         """
         words = self._words
         n = len(words)
+        infos = words[1:]  # infos[pos] is the info word of the record at word `pos`
         offsets = array("I")
         append = offsets.append
         named = array("I")
@@ -176,31 +223,39 @@ class Spec:
         funcs = array("I")
         add_func = funcs.append
         lengths: dict[int, int] = {}
-        known = lengths.get
-        pos = idx = 0
-        while pos < n:
-            if pos + 3 > n:
-                raise ObjectError("truncated BTF type record", section=".BTF", offset=self._types_start + pos * 4)
-            info = words[pos + 1]
-            step = known(info)
-            if step is None:
+        pos = 0
+        while True:
+            try:
+                while True:
+                    append(pos)
+                    step = lengths[infos[pos]]
+                    if step > 0:
+                        pos += step
+                    elif step:
+                        if words[pos]:
+                            add_named(pos)
+                        pos -= step
+                    else:
+                        add_func(pos)
+                        pos += 3
+            except KeyError:
+                offsets.pop()
+                info = infos[pos]
                 kind = (info >> 24) & 0x1F
                 if kind == 0 or kind > Kind.ENUM64:
-                    raise ObjectError(f"unknown BTF kind {kind}", section=".BTF", offset=self._types_start + pos * 4)
+                    raise ObjectError(f"unknown BTF kind {kind}", section=".BTF",
+                                      offset=self._types_start + pos * 4) from None
                 fixed, per = _EXTRA_WORDS.get(kind, _NO_EXTRA)
                 step = 3 + fixed + per * (info & 0xFFFF)
-                lengths[info] = -step if kind == Kind.FUNC else step
-            append(pos)
-            if step > 0:
-                if words[pos]:
-                    add_named(idx)
-                pos += step
-            else:
-                add_func(idx)
-                pos -= step
-            idx += 1
-        if pos != n:
-            raise ObjectError("BTF type section ends inside a record", section=".BTF", offset=self._types_start + n * 4)
+                lengths[info] = 0 if kind == Kind.FUNC else -step if kind in _NAMED_KINDS else step
+            except IndexError:
+                offsets.pop()  # `pos` is no record: the section ended there, or inside the last record
+                break
+        if pos < n:
+            raise ObjectError("truncated BTF type record", section=".BTF", offset=self._types_start + pos * 4)
+        if pos > n:
+            raise ObjectError("BTF type section ends inside a record", section=".BTF",
+                              offset=self._types_start + n * 4)
         self._named, self._funcs = named, funcs
         return offsets
 
@@ -365,13 +420,13 @@ class Spec:
             if hit is None:
                 return found
             return [*found, *hit] if isinstance(hit, list) else [*found, hit]
-        # Large specs (the kernel's): bisect the name-sorted indexes instead of decoding 130k names.
-        first = self.first_id
+        # Large specs (the kernel's): bisect the name-sorted index instead of decoding 130k names.
         raw = name.encode()
-        own = [first + idx for _name, idx in self._sorted_names_from(self._name_sorted_index(), raw, exact=True)]
+        id_at = self._id_at
+        own = [id_at(pos) for _name, pos in self._sorted_names_from(self._name_sorted_index(), raw, exact=True)]
         if funcs:
-            own += [first + idx for _name, idx in self._sorted_names_from(self._func_sorted_index(), raw, exact=True)]
-            own.sort()
+            own += [id_at(pos) for _name, pos in self._func_matches(raw, exact=True)]
+        own.sort()
         found.extend(own)
         return found
 
@@ -386,60 +441,164 @@ class Spec:
                 if off and self._string_bytes(off).startswith(raw):
                     out.append((self.string(off), first + idx))
             return out
-        hits = list(self._sorted_names_from(self._name_sorted_index(), raw, exact=False))
+        hits = sorted(self._sorted_names_from(self._name_sorted_index(), raw, exact=False))
         if funcs:
-            hits += self._sorted_names_from(self._func_sorted_index(), raw, exact=False)
-        return [(nm.decode("utf-8", "replace"), self.first_id + idx) for nm, idx in hits]
+            hits += self._func_matches(raw, exact=False)
+        return [(nm.decode("utf-8", "replace"), self._id_at(pos)) for nm, pos in hits]
+
+    def _id_at(self, pos: int) -> int:
+        """The id of the record starting at word `pos`."""
+        return self.first_id + bisect_left(self._offsets, pos)
+
+    def _name_key(self) -> Callable[[int], bytes]:
+        """The sort key of the name-sorted indexes, from a record's word offset: the first bytes at its
+        name offset (see _NAME_WINDOW), or for split specs (names also in the base's strings) the name."""
+        w = self._words
+        if self._str_base:
+            name_of = self._string_bytes
+            return lambda pos: name_of(w[pos])
+        buf, start = self._buf, self._str_start  # slices of the blob itself: no copy of the strings
+
+        def key(pos: int) -> bytes:
+            at = start + w[pos]
+            return buf[at : at + _NAME_WINDOW]
+
+        return key
 
     def _sorted_names_from(self, order: array[int], raw: bytes, *, exact: bool) -> Iterator[tuple[bytes, int]]:
-        """(name, type index) from a name-sorted index: names equal to `raw` (exact) or starting with it."""
-        w, offsets, name_of = self._words, self._offsets, self._string_bytes
-
-        def key(idx: int) -> bytes:
-            return name_of(w[offsets[idx]])
-
-        start = bisect.bisect_left(order, raw, key=key)
-        for i in range(start, len(order)):
-            idx = order[i]
-            nm = key(idx)
-            if nm != raw and (exact or not nm.startswith(raw)):
+        """(name, record word offset) from a name-sorted index: names equal to `raw` (exact) or starting
+        with it, by name (same names in no set order)."""
+        key = self._name_key()
+        if self._str_base:  # keys are the names
+            for i in range(bisect_left(order, raw, key=key), len(order)):
+                pos = order[i]
+                nm = key(pos)
+                if nm != raw and (exact or not nm.startswith(raw)):
+                    return
+                yield nm, pos
+            return
+        # Keys are the first bytes of the names and what follows: those starting with the probe are one
+        # run of the index, and hold every match.
+        name_of, w = self._string_bytes, self._words
+        probe = (raw + b"\0" if exact else raw)[:_NAME_WINDOW]
+        for i in range(bisect_left(order, probe, key=key), len(order)):
+            pos = order[i]
+            if not key(pos).startswith(probe):
                 return
-            yield nm, idx
+            nm = name_of(w[pos])
+            if nm == raw if exact else nm.startswith(raw):
+                yield nm, pos
 
     def _name_sorted_index(self) -> array[int]:
-        """Indexes (id - first_id) of the named types other than FUNCs, sorted by name bytes then id."""
-        if self._name_order is None:
-            if self._named is None:
-                self._classify()
-            assert self._named is not None
-            self._name_order = self._sort_by_name(self._named)
-        return self._name_order
+        """Word offsets of the named types other than FUNCs, sorted by name (built on the first lookup,
+        then added to the on-disk index)."""
+        if not self._named_sorted:
+            self._named = self._sort_by_name(self._named)
+            self._named_sorted = True
+            self._save_index()
+        return self._named
 
     def _func_sorted_index(self) -> array[int]:
-        """Indexes of the FUNC types, sorted by name bytes then id (built on the first FUNC lookup, and
+        """Word offsets of the FUNC types sorted by name (built once FUNC lookups are frequent enough,
         then added to the on-disk index)."""
-        if self._func_order is None:
-            if self._funcs is None:
-                self._classify()
-            assert self._funcs is not None
-            self._func_order = self._sort_by_name(self._funcs)
+        if not self._funcs_sorted:
+            self._funcs = self._sort_by_name(self._funcs)
+            self._funcs_sorted = True
+            self._func_name_offs = self._func_offs_sorted = None
             self._save_index()
-        return self._func_order
+        return self._funcs
 
-    def _sort_by_name(self, indexes: array[int]) -> array[int]:
-        w, offsets, name_of = self._words, self._offsets, self._string_bytes
-        return array("I", sorted(indexes, key=lambda idx: name_of(w[offsets[idx]])))
-
-    def _classify(self) -> None:
-        """Named non-FUNC and FUNC type indexes, when the spec came from the cache without them."""
+    def _sort_by_name(self, positions: array[int]) -> array[int]:
+        """The named ones of these records (given in id order) sorted by `_name_key`, same names by id."""
         w = self._words
-        named, funcs = array("I"), array("I")
-        for idx, pos in enumerate(self._offsets):
-            if (w[pos + 1] >> 24) & 0x1F == Kind.FUNC:
-                funcs.append(idx)
-            elif w[pos]:
-                named.append(idx)
-        self._named, self._funcs = named, funcs
+        offs = [w[pos] for pos in positions]
+        if self._str_base:
+            name_of = self._string_bytes
+            keys = [name_of(off) if off else b"" for off in offs]
+        else:  # as _name_key does
+            buf, start, end = self._buf, self._str_start, self._str_start + _NAME_WINDOW
+            keys = [buf[start + off : end + off] for off in offs]
+        perm = sorted(range(len(keys)), key=keys.__getitem__)  # stable: same keys stay in id order
+        # Anonymous records (and empty names) sort first: their keys are empty or start with a NUL
+        # (offset 0 is the empty string, unless a malformed section starts otherwise).
+        keep = perm[bisect_left(perm, b"\1", key=keys.__getitem__) :]
+        if not self._str_base and self._str_len and self._buf[self._str_start]:
+            keep = [i for i in keep if offs[i]]
+        return array("I", [positions[i] for i in keep])
+
+    def _func_matches(self, raw: bytes, *, exact: bool) -> list[tuple[bytes, int]]:
+        """(name, record word offset) of the FUNCs named `raw` (exact) or starting with it, by name then id.
+
+        Until FUNC lookups are frequent, a lookup searches the string section for the name (~1.5 ms for
+        vmlinux) and the FUNCs' name offsets for its offset, rather than sorting 56k names (~15 ms).
+        """
+        if not self._funcs_sorted and raw and self._func_searches < _FUNC_SEARCHES_BEFORE_SORT:
+            offsets = self._string_offsets(raw, exact=exact)
+            if offsets is not None:
+                self._func_searches += 1
+                out: list[tuple[bytes, int]] = []
+                funcs = self._funcs
+                if len(offsets) > 2:  # many strings (mostly tails of others): bisect the sorted offsets
+                    sorted_offs, which = self._funcs_by_name_offset()
+                    for off in offsets:
+                        i = bisect_left(sorted_offs, off)
+                        while i < len(sorted_offs) and sorted_offs[i] == off:
+                            out.append((raw if exact else self._string_bytes(off), funcs[which[i]]))
+                            i += 1
+                elif offsets:  # search the name offsets (~0.2 ms each for vmlinux)
+                    name_offs = self._func_name_offsets().tobytes()
+                    for off in offsets:
+                        needle = off.to_bytes(4, "little")
+                        hit = name_offs.find(needle)
+                        while hit >= 0:
+                            if not hit & 3:
+                                out.append((raw if exact else self._string_bytes(off), funcs[hit >> 2]))
+                            hit = name_offs.find(needle, hit + 1)
+                out.sort()
+                return out
+        return sorted(self._sorted_names_from(self._func_sorted_index(), raw, exact=exact))
+
+    def _func_name_offsets(self) -> array[int]:
+        """The name offset of each FUNC record of `_funcs` (in id order), kept in the on-disk index."""
+        if self._func_name_offs is None:
+            w = self._words
+            self._func_name_offs = array("I", [w[pos] for pos in self._funcs])
+            self._save_index()
+        return self._func_name_offs
+
+    def _funcs_by_name_offset(self) -> tuple[list[int], list[int]]:
+        """The FUNC name offsets sorted, and for each its FUNC's index in `_funcs`."""
+        if self._func_offs_sorted is None:
+            offs = self._func_name_offsets().tolist()
+            which = sorted(range(len(offs)), key=offs.__getitem__)  # nearly sorted already: fast
+            self._func_offs_sorted = ([offs[i] for i in which], which)
+        return self._func_offs_sorted
+
+    def _string_offsets(self, raw: bytes, *, exact: bool, limit: int = 20000) -> list[int] | None:
+        """Offsets of the strings equal to `raw` (exact) or starting with it, in this spec's string
+        section and its base's; None when there are more than `limit`.
+
+        Every occurrence counts, not only those after a NUL: a name may be the tail of another string.
+        """
+        if b"\0" in raw:
+            return []
+        pattern = raw + b"\0" if exact else raw
+        out: list[int] = []
+        spec: Spec | None = self
+        while spec is not None:
+            buf, start = spec._buf, spec._str_start  # searched in place: no copy of the strings
+            end = start + spec._str_len
+            find = buf.find
+            append = out.append
+            rebase = spec._str_base - start
+            hit = find(pattern, start, end)
+            while hit >= 0:
+                append(rebase + hit)
+                hit = find(pattern, hit + 1, end)
+            if len(out) > limit:
+                return None
+            spec = spec.base
+        return out
 
     def types_by_name(self, name: str, kind: _TypeClass | None = None) -> list[Type]:
         out = [self.type(i) for i in self.ids_by_name(name)]
@@ -460,22 +619,39 @@ class Spec:
 
     # ---- the on-disk index cache for kernel BTF --------------------------------------------------
 
-    def _index_state(self) -> bytes:
-        funcs = self._func_order.tobytes() if self._func_order is not None else None
-        return marshal.dumps((_INDEX_VERSION, self._offsets.tobytes(), self._name_sorted_index().tobytes(), funcs))
-
     def _save_index(self) -> None:
-        """Write the index to the disk cache (when this spec came through load_cached)."""
-        cache_file = self._cache_file
-        if cache_file is None:
+        """Write the index to the disk cache (when this spec came through load_cached): the arrays go
+        to the file as they are, in one writev."""
+        path = self._cache_file
+        if path is None:
             return
+        arrays = [self._offsets, self._named, self._funcs]
+        if self._func_name_offs is not None:
+            arrays.append(self._func_name_offs)
+        header = _INDEX_HEADER.pack(_INDEX_MAGIC, _INDEX_VERSION, len(self._offsets), len(self._named),
+                                    self._named_sorted, len(self._funcs), self._funcs_sorted,
+                                    len(arrays[3]) if len(arrays) > 3 else 0)
+        size = len(header) + 4 * sum(map(len, arrays))
+        tmp = f"{path}.tmp{os.getpid()}"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
         try:
-            cache_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
-            tmp.write_bytes(self._index_state())
-            os.replace(tmp, cache_file)
+            try:
+                fd = os.open(tmp, flags, 0o644)
+            except FileNotFoundError:
+                os.makedirs(os.path.dirname(tmp), exist_ok=True)
+                fd = os.open(tmp, flags, 0o644)
+            try:
+                written = os.writev(fd, [header, *arrays])
+            finally:
+                os.close(fd)
+            if written != size:
+                raise OSError("short write")
+            os.replace(tmp, path)
         except OSError:
-            pass  # a read-only home only costs speed
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass  # a read-only home only costs speed
 
 
 _VOID = Void()
@@ -516,23 +692,52 @@ def _read_btf(path: str) -> bytes | mmap.mmap:
         return f.read()
 
 
+def _read_index(path: str, n_words: int) -> _Index | None:
+    """The index saved by `Spec._save_index`, or None when missing, stale or damaged."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    hsize = _INDEX_HEADER.size
+    if len(raw) < hsize:
+        return None
+    magic, version, n_offsets, n_named, named_sorted, n_funcs, funcs_sorted, n_name_offs = (
+        _INDEX_HEADER.unpack_from(raw))
+    counts = (n_offsets, n_named, n_funcs, n_name_offs)
+    if (magic != _INDEX_MAGIC or version != _INDEX_VERSION or len(raw) != hsize + 4 * sum(counts)
+            or named_sorted > 1 or funcs_sorted > 1 or n_name_offs not in (0, n_funcs)
+            or (funcs_sorted and n_name_offs)):
+        return None
+    view = memoryview(raw)
+    arrays = []
+    start = hsize
+    for count in counts:
+        a = array("I")
+        a.frombytes(view[start : start + 4 * count])
+        arrays.append(a)
+        start += 4 * count
+    offsets, named, funcs, name_offs = arrays
+    if offsets and offsets[-1] >= n_words:
+        return None
+    return offsets, named, bool(named_sorted), funcs, bool(funcs_sorted), name_offs if n_name_offs else None
+
+
 def load_cached(path: str, base: Spec | None = None) -> Spec:
     """Load a BTF file with its index from the disk cache (written on first use)."""
     data = _read_btf(path)
     key = _cache_key(path, data) + (f"-{_cache_key(base.name, base._buf)}" if base is not None else "")
-    cache_file = cache_dir() / "btf-index" / f"{key}.py{sys.version_info.major}{sys.version_info.minor}"
-    try:
-        version, raw_offsets, raw_order, raw_funcs = marshal.loads(cache_file.read_bytes())
-        if version == _INDEX_VERSION:
-            funcs = array("I", raw_funcs) if raw_funcs is not None else None
-            spec = Spec(data, base, name=path, _index=(array("I", raw_offsets), array("I", raw_order), funcs))
-            spec._cache_file = cache_file
-            return spec
-    except (OSError, ValueError, EOFError, TypeError):
-        pass
-    spec = Spec(data, base, name=path)
+    cache_file = os.path.join(_cache_root(), "btf-index", f"{key}.idx{_INDEX_VERSION}")
+    n_words = (len(data) - HEADER.size) // 4  # bounds any record offset
+    index = _read_index(cache_file, n_words)
+    spec = Spec(data, base, name=path, _index=index)
     spec._cache_file = cache_file
-    spec._save_index()
+    if index is None:
+        spec._save_index()
+    else:
+        # A process that finds the cache sorts the FUNC names on its first FUNC lookup and saves them, so only
+        # the cold process pays the per-lookup string search and every later one finds them sorted.
+        spec._func_searches = _FUNC_SEARCHES_BEFORE_SORT
     return spec
 
 
