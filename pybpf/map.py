@@ -27,7 +27,7 @@ from pybpf._sys import FD, bpf, bpf_fd
 from pybpf._sys import types as T
 from pybpf._sys.cpus import possible_cpus
 from pybpf._sys.kernel import kernel_version, parse_version
-from pybpf._sys.mounts import BPFFS, ensure_bpffs, is_bpffs
+from pybpf._sys.pin import open_pinned, pin_fd
 from pybpf._sys.record import field, record, replace
 from pybpf._sys.syscall import NR_BPF, command_name, page_size
 from pybpf.errors import ENOTSUPP, BPFError, NotSupportedError
@@ -797,16 +797,7 @@ class Map:
     def from_pin(cls, path: str | os.PathLike[str], *, key: CodecLike = None, value: CodecLike = None,
                  flags: int = 0) -> Map:
         """Open a map pinned at path (flags: BPF_F_RDONLY / BPF_F_WRONLY)."""
-        p = os.fspath(path).encode()
-        buf = ctypes.create_string_buffer(p)
-        attr = T.ObjPinAttr(pathname=ctypes.addressof(buf), file_flags=flags)
-        try:
-            fd = bpf_fd(T.Cmd.OBJ_GET, attr, os.fspath(path))
-        except BPFError as exc:
-            if exc.errno == ENOENT:
-                raise BPFError(f"nothing is pinned at {os.fspath(path)}", ENOENT, "BPF_OBJ_GET") from None
-            raise
-        m = cls._wrap_new_fd(fd, key, value)
+        m = cls._wrap_new_fd(open_pinned(path, flags), key, value)
         m.pinned_path = os.fspath(path)
         return m
 
@@ -1374,22 +1365,7 @@ class Map:
 
     def pin(self, path: str | os.PathLike[str]) -> None:
         """Pin the map at path on a bpf filesystem (mounted at /sys/fs/bpf when missing)."""
-        p = os.fspath(path)
-        if p.startswith(BPFFS + "/"):
-            ensure_bpffs()
-        buf = ctypes.create_string_buffer(p.encode())
-        attr = T.ObjPinAttr(pathname=ctypes.addressof(buf), bpf_fd=int(self.fd))
-        try:
-            bpf(T.Cmd.OBJ_PIN, attr, p)
-        except BPFError as exc:
-            if exc.errno == _errno.EPERM and not is_bpffs(p):
-                raise BPFError(f"pinning map {self.name!r} at {p} failed: the directory is not on a bpf "
-                               f"filesystem (pin under {BPFFS})", _errno.EPERM, "BPF_OBJ_PIN") from None
-            if exc.errno == _errno.EEXIST:
-                raise BPFError(f"pinning map {self.name!r} failed: {p} already exists (unpin or remove it)",
-                               _errno.EEXIST, "BPF_OBJ_PIN") from None
-            raise
-        self.pinned_path = p
+        self.pinned_path = pin_fd(self.fd, path, f"map {self.name!r}")
 
     def unpin(self) -> None:
         """Remove the pin made by pin() or the one from_pin() opened (no error if it is gone already)."""

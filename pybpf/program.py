@@ -16,7 +16,7 @@ import os
 from pybpf import asm
 from pybpf._sys import types as T
 from pybpf._sys.fd import FD
-from pybpf._sys.mounts import BPFFS, ensure_bpffs
+from pybpf._sys.pin import open_pinned, pin_fd
 from pybpf._sys.record import field, record, replace
 from pybpf._sys.syscall import bpf, bpf_errno, bpf_fd
 from pybpf.errors import ENOTSUPP, BPFError, NotSupportedError, VerifierError
@@ -413,10 +413,7 @@ class Program:
     @classmethod
     def from_pin(cls, path: str | os.PathLike[str]) -> Program:
         """Open a program pinned in bpffs (BPF_OBJ_GET)."""
-        name = os.fspath(path).encode()
-        path_buf = ctypes.create_string_buffer(name)
-        attr = T.ObjPinAttr(pathname=ctypes.addressof(path_buf))
-        prog = cls.from_fd(bpf_fd(T.Cmd.OBJ_GET, attr, f"pinned program {os.fspath(path)}"))
+        prog = cls.from_fd(open_pinned(path))
         prog.pinned_path = os.fspath(path)
         return prog
 
@@ -562,13 +559,7 @@ class Program:
     # -- pinning -----------------------------------------------------------------------------------------
     def pin(self, path: str | os.PathLike[str]) -> None:
         """Pin the program in bpffs at `path` (mounting /sys/fs/bpf first when it is missing)."""
-        where = os.fspath(path)
-        if where.startswith(BPFFS + "/"):
-            ensure_bpffs()
-        path_buf = ctypes.create_string_buffer(where.encode())
-        attr = T.ObjPinAttr(pathname=ctypes.addressof(path_buf), bpf_fd=int(self.fd))
-        bpf(T.Cmd.OBJ_PIN, attr, f"pin program {self.name!r} at {where}")
-        self.pinned_path = where
+        self.pinned_path = pin_fd(self.fd, path, f"program {self.name!r}")
 
     def unpin(self, path: str | os.PathLike[str] | None = None) -> None:
         """Remove the pin (the program stays loaded while something else holds it)."""

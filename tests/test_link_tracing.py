@@ -181,6 +181,36 @@ def test_raw_tracepoint_counts_own_syscalls(load: Loader) -> None:
         assert _count(coll, "raw_counts") == 17
 
 
+def test_pinned_link_outlives_its_fd_until_unpinned(load: Loader) -> None:
+    from pybpf.link.base import Link
+
+    coll = load("link_tp")
+    path = f"/sys/fs/bpf/pybpf-test-link-{os.getpid()}"
+    link = attach(coll.programs["count_raw"])
+    link_id = link.info().id
+    try:
+        link.pin(path)
+        with pytest.raises(BPFError, match="already exists") as exists:
+            link.pin(path)
+        assert exists.value.errno == errno.EEXIST
+        link.close()  # the pin keeps the link attached
+        os.getppid()
+        assert _count(coll, "raw_counts") == 1
+        reopened = Link.from_pin(path)
+        assert reopened.info().id == link_id
+        reopened.unpin()
+        assert not os.path.exists(path)
+        reopened.close()
+    finally:
+        if os.path.exists(path):
+            os.unlink(path)
+    assert link_id not in {info.id for info in kernel_links()}
+    os.getppid()
+    assert _count(coll, "raw_counts") == 1, "the program still ran after the pin and the last fd were gone"
+    with pytest.raises(BPFError, match="nothing is pinned"):
+        Link.from_pin(path)
+
+
 def test_missing_raw_tracepoint_is_named(load: Loader) -> None:
     coll = load("link_tp")
     with pytest.raises(BPFError) as info:

@@ -17,9 +17,9 @@ from _thread import allocate_lock
 
 from pybpf._sys import types as T
 from pybpf._sys.fd import FD
-from pybpf._sys.mounts import BPFFS, ensure_bpffs
+from pybpf._sys.pin import open_pinned, pin_fd
 from pybpf._sys.record import record
-from pybpf._sys.syscall import bpf, bpf_fd, c_string, object_ids
+from pybpf._sys.syscall import bpf, bpf_fd, object_ids
 from pybpf.errors import BPFError
 
 TYPE_CHECKING = False
@@ -133,14 +133,7 @@ class Link:
 
     def pin(self, path: str | os.PathLike[str]) -> None:
         """Pin the link in bpffs: it then outlives this process until unpinned."""
-        fd = self._link_fd("pin")
-        path = os.fspath(path)
-        if path.startswith(BPFFS):
-            ensure_bpffs()
-        name = c_string(path)
-        attr = T.ObjPinAttr(pathname=ctypes.addressof(name), bpf_fd=int(fd))
-        bpf(T.Cmd.OBJ_PIN, attr, path)
-        self._pinned = path
+        self._pinned = pin_fd(self._link_fd("pin"), path, f"{self.kind} link")
 
     def unpin(self) -> None:
         if self._pinned is not None:
@@ -150,9 +143,7 @@ class Link:
     @classmethod
     def from_pin(cls, path: str | os.PathLike[str]) -> Link:
         """Open a pinned link. Detaching it unpins nothing: call unpin() to drop the pin."""
-        name = c_string(os.fspath(path))
-        fd = bpf_fd(T.Cmd.OBJ_GET, T.ObjPinAttr(pathname=ctypes.addressof(name)), os.fspath(path))
-        link = cls(None, "pinned", os.fspath(path), fd=fd)
+        link = cls(None, "pinned", os.fspath(path), fd=open_pinned(path))
         link._pinned = os.fspath(path)
         return link
 
