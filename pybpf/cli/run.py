@@ -10,9 +10,9 @@ from typing import Any
 
 import click
 
-from pybpf.cli.runner import OPTIONS, BadOption, Fail, Stopper, execute, finish
+from pybpf.cli.runner import OPTIONS, BadOption, execute
 
-__all__ = ["Fail", "Stopper", "finish", "run"]
+__all__ = ["run"]
 
 EXAMPLES = """
 \b
