@@ -1,41 +1,36 @@
-"""Load an object's specs into the kernel: BTF, maps, externs, CO-RE, programs; and own the result.
+"""The loaded collection: the maps, programs and variables of one object, and `load()`, which makes one.
 
     with pybpf.load("counter.bpf.o", set={"target_pid": 42}) as obj:
         obj.programs["count"].attach()
         print(obj.maps["counts"].items())
 
-Everything that depends on the running kernel happens here, never in `pybpf.elf`.
+`load()` replays a cached load plan when there is one for this object, kernel boot and options
+(`pybpf.plan`); otherwise it reads the object and loads it through `pybpf.loader`, then saves the plan.
+This module imports neither of the object readers (pybpf.elf, pybpf.btf): a cached load needs neither.
 """
 
 from __future__ import annotations
 
 import os
 
-from pybpf import asm
 from pybpf._sys import types as T
-from pybpf._sys.fd import FD
-from pybpf._sys.kernel import kernel_version_code
 from pybpf._sys.record import record
-from pybpf.btf import Datasec, Func, Int, Var, kernel_spec
-from pybpf.btf import types as bt
-from pybpf.elf.collection import CollectionSpec, ExternSpec, VariableSpec
-from pybpf.errors import BPFError, NotSupportedError, ObjectError
-from pybpf.map import Map, MapSpec, RawCodec
-from pybpf.program import Program, ProgramSpec
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Callable, Iterable, Mapping
     from types import TracebackType
     from typing import Any
 
+    from pybpf._sys.fd import FD
+    from pybpf.btf import types as bt
     from pybpf.btf.core import TargetBTF
-    from pybpf.btf.marshal import KernelBTFFeatures
+    from pybpf.elf.collection import CollectionSpec, VariableSpec
     from pybpf.link.base import Link
+    from pybpf.map import Map, MapSpec
+    from pybpf.program import Program, ProgramSpec
 
 __all__ = ["Collection", "ObjectFile", "Variable", "load", "open_object"]
-
-_KCONFIG = ".kconfig"
 
 
 # ---- values of variables -----------------------------------------------------------------------------
@@ -55,11 +50,13 @@ def encode_value(t: bt.Type, value: Any, size: int) -> bytes:
     if codec_for is not None:
         encode, _ = codec_for(t)
         return bytes(encode(value))
+    from pybpf.btf import types as bt
+
     st = t.strip()
     if isinstance(value, bool):
         value = int(value)
-    if isinstance(value, int) and isinstance(st, (Int, bt.Enum, bt.Pointer)):
-        signed = (isinstance(st, Int) and st.signed) or (isinstance(st, bt.Enum) and st.signed)
+    if isinstance(value, int) and isinstance(st, (bt.Int, bt.Enum, bt.Pointer)):
+        signed = (isinstance(st, bt.Int) and st.signed) or (isinstance(st, bt.Enum) and st.signed)
         return value.to_bytes(size, "little", signed=signed and value < 0)
     if isinstance(value, str):
         raw = value.encode()
@@ -77,8 +74,10 @@ def decode_value(t: bt.Type, raw: bytes) -> Any:
     if codec_for is not None:
         _, decode = codec_for(t)
         return decode(raw)
+    from pybpf.btf import types as bt
+
     st = t.strip()
-    if isinstance(st, (Int, bt.Enum)):
+    if isinstance(st, (bt.Int, bt.Enum)):
         return int.from_bytes(raw, "little", signed=bool(st.signed))
     return bytes(raw)
 
@@ -131,77 +130,6 @@ class Variable:
         return f"<Variable {self.spec.name} in {self.spec.section} = {self.value!r}>"
 
 
-# ---- kconfig ---------------------------------------------------------------------------------------------
-
-
-_kconfig_cache: dict[str, str] | None = None
-
-
-def kernel_config() -> dict[str, str]:
-    """CONFIG_* of the running kernel from /proc/config.gz or /boot/config-$(uname -r)."""
-    global _kconfig_cache
-    if _kconfig_cache is None:
-        text = ""
-        for path in ("/proc/config.gz", f"/boot/config-{os.uname().release}"):
-            try:
-                if path.endswith(".gz"):
-                    import gzip  # only for kconfig externs
-
-                    with gzip.open(path, "rt") as f:
-                        text = f.read()
-                else:
-                    with open(path) as f:
-                        text = f.read()
-                break
-            except OSError:
-                continue
-        cfg: dict[str, str] = {}
-        for line in text.splitlines():
-            if line.startswith("CONFIG_") and "=" in line:
-                k, v = line.split("=", 1)
-                cfg[k] = v
-        _kconfig_cache = cfg
-    return _kconfig_cache
-
-
-def _has_syscall_wrapper() -> bool:
-    # kallsyms, as libbpf checks (6.1's BTF lacks the __x64_sys_* wrappers even where they exist).
-    from pybpf.link.ksyscall import has_syscall_wrapper
-
-    return has_syscall_wrapper()
-
-
-def _kconfig_value(ext: ExternSpec) -> bytes | None:
-    """The bytes of one kconfig extern, or None when the kernel has no value for it."""
-    t = ext.type.type.strip() if isinstance(ext.type, Var) else ext.type.strip()
-    name = ext.name
-    if name == "LINUX_KERNEL_VERSION":
-        return kernel_version_code().to_bytes(ext.size, "little")
-    if name == "LINUX_HAS_BPF_COOKIE":
-        return (1).to_bytes(ext.size, "little")  # 5.15+: every kernel pybpf supports for links
-    if name == "LINUX_HAS_SYSCALL_WRAPPER":
-        return int(_has_syscall_wrapper()).to_bytes(ext.size, "little")
-    if not name.startswith("CONFIG_"):
-        raise ObjectError(f"unknown kconfig extern {name!r} (only CONFIG_* and LINUX_* are defined)")
-    raw = kernel_config().get(name)
-    if raw is None:
-        return None
-    if isinstance(t, bt.Array):
-        text = raw.strip('"').encode()[: ext.size - 1]
-        return text.ljust(ext.size, b"\0")
-    if raw in ("y", "m", "n"):
-        # bool externs take 1 for y; enum libbpf_tristate takes TRI_YES=1 / TRI_MODULE=2.
-        val = {"y": 1, "m": 2, "n": 0}[raw]
-        if isinstance(t, Int) and t.encoding & bt.IntEncoding.BOOL and raw == "m":
-            raise ObjectError(f"kconfig {name}=m does not fit a bool extern; use enum libbpf_tristate")
-        return val.to_bytes(ext.size, "little")
-    try:
-        num = int(raw, 0)
-    except ValueError:
-        raise ObjectError(f"kconfig {name}={raw} is not a number for a {ext.size}-byte extern")
-    signed = isinstance(t, Int) and t.signed
-    return num.to_bytes(ext.size, "little", signed=signed)
-
 
 # ---- the loaded collection ------------------------------------------------------------------------------
 
@@ -218,6 +146,33 @@ class Collection:
         self.programs: dict[str, Program] = {}
         self.variables: dict[str, Variable] = {}
         self.links: list[Link] = []
+        # The BTF blob the kernel was given (what a load plan replays).
+        self.btf_blob: bytes | None = None
+
+    @classmethod
+    def deferred(cls, name: str, btf_fd: FD | None, spec: Callable[[], CollectionSpec]) -> Collection:
+        """A collection whose `spec` (and `variables`, which come from it) is built by `spec()` on first
+        access: a collection loaded from a cached plan reads its object file only when asked to."""
+        coll = cls.__new__(cls)
+        coll.name = name
+        coll.btf_fd = btf_fd
+        coll.maps = {}
+        coll.programs = {}
+        coll.links = []
+        coll.btf_blob = None
+        coll.__dict__["_build_spec"] = spec
+        return coll
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for attributes not set: the spec and variables of a deferred collection.
+        if name == "spec" and "_build_spec" in self.__dict__:
+            self.spec = self.__dict__.pop("_build_spec")()
+            return self.spec
+        if name == "variables":
+            self.variables = {vname: Variable(vspec, self.maps[vspec.section])
+                              for vname, vspec in self.spec.variables.items() if vspec.section in self.maps}
+            return self.variables
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def attach_all(self, **targets: Any) -> dict[str, Exception]:
         """Attach every auto-attachable program (libbpf's auto-attach rules); returns the ones that could
@@ -306,6 +261,8 @@ class ObjectFile:
         mspec.data = bytes(data)
 
     def load(self, **kwargs: Any) -> Collection:
+        from pybpf.loader import load_spec
+
         return load_spec(self.spec, **kwargs)
 
 
@@ -330,9 +287,51 @@ def load(
     log_level: int = 0,
     pin_root: str = "/sys/fs/bpf",
     targets: TargetBTF | None = None,
+    cache: bool = True,
 ) -> Collection:
-    """Read (or take) an object's specs and load it into the kernel. `.bpf.c` sources are compiled first."""
-    obj = ObjectFile(source) if isinstance(source, CollectionSpec) else open_object(source)
+    """Read (or take) an object's specs and load it into the kernel. `.bpf.c` sources are compiled first.
+
+    With `cache` (the default), loading an object file the second time on the same kernel boot, with the
+    same options, replays a saved load plan (`pybpf.plan`) instead of reading and relocating the object
+    again; `cache=False` always does the whole load (and saves no plan).
+    """
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        if path.endswith(".c"):
+            from pybpf.toolchain import compile as compile_c
+
+            path = str(compile_c(path))
+        options = (dict(set or {}), dict(max_entries or {}), dict(autoload or {}), pin_root)
+        plannable = cache and not log_level and targets is None
+        if plannable:
+            from pybpf import plan
+
+            coll = plan.load(path, options, lambda: _read(path, *options[:3]))
+            if coll is not None:
+                return coll
+        obj = _read(path, *options[:3])
+    else:
+        plannable = False
+        obj = ObjectFile(source) if not isinstance(source, bytes) else open_object(source)
+        _apply(obj, set, max_entries, autoload)
+    from pybpf.loader import load_spec
+
+    coll = load_spec(obj.spec, log_level=log_level, pin_root=pin_root, targets=targets)
+    if plannable:
+        plan.save(path, options, coll)
+    return coll
+
+
+def _read(path: str, set: Mapping[str, Any], max_entries: Mapping[str, int],  # noqa: A002
+          autoload: Mapping[str, bool]) -> ObjectFile:
+    obj = open_object(path)
+    _apply(obj, set, max_entries, autoload)
+    return obj
+
+
+def _apply(obj: ObjectFile, set: Mapping[str, Any] | None, max_entries: Mapping[str, int] | None,  # noqa: A002
+           autoload: Mapping[str, bool] | None) -> None:
+    """load()'s options, applied to the specs before loading."""
     for name, value in (set or {}).items():
         obj.set(name, value)
     for name, n in (max_entries or {}).items():
@@ -343,182 +342,18 @@ def load(
         if name not in obj.programs:
             raise KeyError(f"no program {name!r} in {obj.spec.name}")
         obj.programs[name].autoload = flag
-    return load_spec(obj.spec, log_level=log_level, pin_root=pin_root, targets=targets)
 
 
-def load_spec(
-    spec: CollectionSpec,
-    *,
-    log_level: int = 0,
-    pin_root: str = "/sys/fs/bpf",
-    targets: TargetBTF | None = None,
-) -> Collection:
-    btf_fd = _load_btf(spec)
-    coll = Collection(spec, btf_fd)
-    try:
-        _create_maps(coll, spec, btf_fd, pin_root)
-        _load_programs(coll, spec, btf_fd, log_level, targets)
-        _fill_contents(coll, spec)
-        for name, vspec in spec.variables.items():
-            if vspec.section in coll.maps:
-                coll.variables[name] = Variable(vspec, coll.maps[vspec.section])
-    except BaseException:
-        coll.close()
-        raise
-    return coll
+# ---- making a collection's maps (shared by pybpf.loader and pybpf.plan) ------------------------------------
 
 
-def _load_btf(spec: CollectionSpec) -> FD | None:
-    if spec.btf is None:
-        return None
-    from pybpf.btf import marshal
+def create_map(mspec: MapSpec, btf_fd: FD | None, pin_root: str, btf_ids: tuple[int, int],
+               codecs: tuple[Any, Any], inner_btf_ids: tuple[int, int] = (0, 0)) -> Map:
+    """Create one of an object's maps (or open its pin: `pinning` maps are shared through bpffs, as
+    libbpf does). `btf_ids` are its key and value type ids in the object's BTF (0: none)."""
+    from pybpf.errors import BPFError
+    from pybpf.map import Map
 
-    # Optimistic, as the kernel is usually current: load the BTF as it is first, and only when the
-    # kernel refuses it probe which BTF kinds it knows and sanitise (importing and running the feature
-    # probes costs more than the whole load of a small object).
-    blob = _object_btf_blob(spec, None)
-    fd = _try_load_btf(blob)
-    if fd is not None:
-        return fd
-    features = None
-    try:
-        from pybpf.features import kernel_btf_features
-
-        features = kernel_btf_features()
-    except ImportError:
-        pass
-    if features is not None and not features.all_supported():
-        blob = _object_btf_blob(spec, features)
-    return marshal.load_into_kernel(blob)
-
-
-def _object_btf_blob(spec: CollectionSpec, features: KernelBTFFeatures | None) -> bytes:
-    from pybpf.btf import marshal
-
-    assert spec.btf is not None
-    raws = marshal.raw_types(spec.btf)
-    _fixup_ksyms_btf(raws)
-    _hide_functions(raws, {name for _, name in spec.hidden_symbols})
-    return marshal.for_kernel(raws, features, strings=spec.btf._strings, section_sizes=spec.section_sizes,
-                              symbol_offsets=spec.symbol_offsets)
-
-
-def _try_load_btf(blob: bytes) -> FD | None:
-    """One BPF_BTF_LOAD without a log: the fd, or None if the kernel refused (the caller retries)."""
-    import ctypes
-
-    from pybpf._sys.syscall import bpf_fd
-
-    data = ctypes.create_string_buffer(blob, len(blob))
-    attr = T.BtfLoadAttr()
-    attr.btf = ctypes.addressof(data)
-    attr.btf_size = len(blob)
-    try:
-        return bpf_fd(T.Cmd.BTF_LOAD, attr, "BTF")
-    except BPFError:
-        return None
-
-
-def _hide_functions(raws: list[Any], hidden: set[str]) -> None:
-    """Global functions with hidden visibility become static in the kernel's BTF, as libbpf does."""
-    from pybpf.btf.types import Kind
-
-    for r in raws:
-        if r.kind == Kind.FUNC and r.vlen == 1 and r.name in hidden:
-            r.vlen = 0  # BTF_FUNC_STATIC
-
-
-def _fixup_ksyms_btf(raws: list[Any]) -> None:
-    """Make extern kfuncs loadable, as libbpf does: the kernel rejects FUNCs with extern linkage and
-    DATASEC entries that are not VARs, so .ksyms FUNC entries point at a stand-in int VAR instead."""
-    from pybpf.btf import marshal
-    from pybpf.btf.types import Kind
-
-    int_id = 0
-    for i, r in enumerate(raws):
-        if not int_id and r.kind == Kind.INT and r.size_type == 4:
-            int_id = i + 1
-    if not int_id:
-        raws.append(marshal.RawType(Kind.INT, "int", 4, 0, False, [(1 << 24) | 32]))
-        int_id = len(raws)
-    for r in raws:
-        if r.kind == Kind.FUNC and r.vlen == 2:  # BTF_FUNC_EXTERN
-            r.vlen = 1  # BTF_FUNC_GLOBAL
-        elif r.kind == Kind.VAR and r.extra and r.extra[0] == 2:  # BTF_VAR_GLOBAL_EXTERN
-            r.extra[0] = 1  # BTF_VAR_GLOBAL_ALLOCATED
-            if _raw_size(raws, int(r.size_type)) == 0:  # typeless ksym (void): the kernel wants a size
-                r.size_type = int_id
-    for r in raws:
-        if r.kind != Kind.DATASEC or r.name != ".ksyms":
-            continue
-        # The kernel wants every DATASEC entry allocated: lay the externs out one after another.
-        offset = 0
-        for j in range(0, len(r.extra), 3):
-            target = raws[int(r.extra[j]) - 1]
-            if target.kind == Kind.FUNC:
-                raws.append(marshal.RawType(Kind.VAR, target.name, int_id, 0, False, [1]))
-                r.extra[j] = len(raws)
-                target = raws[-1]
-            size = _raw_size(raws, target.size_type) or 4
-            r.extra[j + 1] = offset
-            r.extra[j + 2] = size
-            offset += size
-        r.size_type = offset
-
-
-def _raw_size(raws: list[Any], type_id: int) -> int:
-    from pybpf.btf.types import Kind
-
-    for _ in range(32):
-        if type_id == 0:
-            return 0
-        t = raws[type_id - 1]
-        if t.kind in (Kind.INT, Kind.STRUCT, Kind.UNION, Kind.ENUM, Kind.ENUM64, Kind.FLOAT, Kind.DATASEC):
-            return int(t.size_type)
-        if t.kind == Kind.PTR:
-            return 8
-        if t.kind == Kind.ARRAY:
-            return int(t.extra[2]) * _raw_size(raws, int(t.extra[0]))
-        type_id = int(t.size_type)
-    return 0
-
-
-def _create_maps(coll: Collection, spec: CollectionSpec, btf_fd: FD | None, pin_root: str) -> None:
-    kconfig = spec.maps.get(_KCONFIG)
-    if kconfig is not None:
-        data = bytearray(kconfig.value_size)
-        for ext in spec.externs.values():
-            if ext.kind != "kconfig":
-                continue
-            value = _kconfig_value(ext)
-            if value is None:
-                if not ext.weak:
-                    raise ObjectError(f"{spec.name}: the kernel config has no {ext.name}; declare the extern "
-                                      "__weak to accept 0", section=_KCONFIG)
-                continue
-            data[ext.offset : ext.offset + ext.size] = value
-        kconfig.data = bytes(data)
-
-    for key, mspec in spec.maps.items():
-        coll.maps[key] = _create_map(mspec, btf_fd, pin_root)
-
-
-# Map types created without BTF key/value ids, as libbpf does (the kernel refuses or ignores them).
-_NO_BTF_MAP_TYPES = frozenset({
-    T.MapType.PERF_EVENT_ARRAY, T.MapType.CGROUP_ARRAY, T.MapType.STACK_TRACE, T.MapType.ARRAY_OF_MAPS,
-    T.MapType.HASH_OF_MAPS, T.MapType.DEVMAP, T.MapType.DEVMAP_HASH, T.MapType.CPUMAP, T.MapType.XSKMAP,
-    T.MapType.SOCKMAP, T.MapType.SOCKHASH, T.MapType.QUEUE, T.MapType.STACK, T.MapType.RINGBUF,
-    T.MapType.PROG_ARRAY,
-})
-
-
-def _btf_ids(mspec: MapSpec) -> tuple[int, int]:
-    kid = mspec.key_type.id if mspec.key_type is not None else 0
-    vid = mspec.value_type.id if mspec.value_type is not None else 0
-    return kid, vid
-
-
-def _create_map(mspec: MapSpec, btf_fd: FD | None, pin_root: str) -> Map:
     pin_path = os.path.join(pin_root, mspec.name) if mspec.pinning else ""
     if pin_path and os.path.exists(pin_path):
         existing = Map.from_pin(pin_path)
@@ -531,18 +366,17 @@ def _create_map(mspec: MapSpec, btf_fd: FD | None, pin_root: str) -> Map:
     inner_fd: FD | None = None
     inner: Map | None = None
     if mspec.inner is not None:
-        inner = _create_map(mspec.inner, btf_fd, pin_root="")  # template only
+        inner = create_map(mspec.inner, btf_fd, "", inner_btf_ids, (None, None))  # template only
         inner_fd = inner.fd
-    kid, vid = _btf_ids(mspec) if mspec.type not in _NO_BTF_MAP_TYPES else (0, 0)
-    key_codec, value_codec = _codecs(mspec)
+    kid, vid = btf_ids
     create_spec = mspec
     if any(isinstance(v, str) for _, v in mspec.contents):
-        # Slots naming programs or maps are filled once those exist (_fill_contents).
+        # Slots naming programs or maps are filled once those exist (fill_slots).
         create_spec = mspec.copy()
         create_spec.contents = []
     try:
         m = Map.create(create_spec, btf_fd=btf_fd if (kid or vid) else None, btf_key_type_id=kid,
-                       btf_value_type_id=vid, inner_map_fd=inner_fd, key=key_codec, value=value_codec)
+                       btf_value_type_id=vid, inner_map_fd=inner_fd, key=codecs[0], value=codecs[1])
     finally:
         if inner is not None:
             inner.close()
@@ -551,148 +385,28 @@ def _create_map(mspec: MapSpec, btf_fd: FD | None, pin_root: str) -> Map:
     return m
 
 
-def _codecs(mspec: MapSpec) -> tuple[Any, Any]:
-    """BTF codecs for keys and values when the object describes them (raw bytes otherwise)."""
-    if mspec.type in (T.MapType.RINGBUF, T.MapType.PERF_EVENT_ARRAY) or isinstance(mspec.value_type, Datasec):
-        # Global data is read through Variables; the value is the whole section.
-        return ("=I" if mspec.key_size == 4 else RawCodec(mspec.key_size)), RawCodec(mspec.value_size)
-    return mspec.key_type, mspec.value_type
+def raw_codecs(key_size: int, value_size: int) -> tuple[Any, Any]:
+    """The codecs of maps whose values are not decoded as one BTF type: ring and perf buffers, and global
+    data sections (read per variable)."""
+    from pybpf.map import RawCodec
+
+    return ("=I" if key_size == 4 else RawCodec(key_size)), RawCodec(value_size)
 
 
-def _load_programs(coll: Collection, spec: CollectionSpec, btf_fd: FD | None, log_level: int,
-                   targets: TargetBTF | None) -> None:
-    for name, pspec in spec.programs.items():
-        if not pspec.autoload:
-            continue
-        final = _relocate(coll, spec, name, pspec, targets)
-        if final.type in (T.ProgType.TRACING, T.ProgType.LSM, T.ProgType.EXT) and not final.attach_btf_id:
-            # tp_btf/fentry/fexit/fmod_ret/lsm/iter name their target by kernel BTF id at load time.
-            from pybpf.link.tracing import resolve_attach_btf
+def fill_slots(coll: Collection, maps: Mapping[str, MapSpec], program_names: Iterable[str]) -> None:
+    """Slots of prog arrays and maps of maps that the object initialises with programs or maps
+    (`values = {...}`); Map.create filled the others."""
+    from pybpf.errors import ObjectError
 
-            resolve_attach_btf(final)
-        coll.programs[name] = Program.load(final, btf_fd=btf_fd, log_level=log_level)
-
-
-_target_cache: TargetBTF | None = None
-
-
-def _targets() -> TargetBTF:
-    global _target_cache
-    if _target_cache is None:
-        from pybpf.btf.core import TargetBTF
-
-        _target_cache = TargetBTF.running()
-    return _target_cache
-
-
-def _relocate(coll: Collection, spec: CollectionSpec, name: str, pspec: ProgramSpec,
-              targets: TargetBTF | None) -> ProgramSpec:
-    """A copy of the program with map fds, global data, externs and CO-RE filled in for this kernel."""
-    final = pspec.copy()
-    insns = asm.Instructions(insn.copy() for insn in pspec.instructions)
-    for rel in spec.relocations.get(name, ()):
-        insn = insns[rel.index]
-        if rel.kind in ("map", "map_value", "kconfig"):
-            m = coll.maps.get(rel.target)
-            if m is None:
-                raise ObjectError(f"program {name} refers to map {rel.target!r}, which was not created")
-            insn.imm = (insn.imm & ~0xFFFFFFFF) | int(m.fd) if rel.kind != "map" else int(m.fd)
-        elif rel.kind == "ksym":
-            _relocate_ksym(insn, spec.externs[rel.target])
-        elif rel.kind == "kfunc":
-            _relocate_kfunc(insn, spec.externs[rel.target])
-    relos = spec.core_relos.get(name)
-    if relos:
-        if spec.btf is None:
-            raise ObjectError(f"program {name} has CO-RE relocations but the object has no BTF")
-        from pybpf.btf import core
-
-        tgt = targets or _targets()
-        # Resolve in record order (candidate pruning depends on it, as in libbpf), then patch last to
-        # first: poisoning an ld_imm64 shifts later instruction indexes.
-        results = core.resolve_all([relo for _, relo in relos], spec.btf, tgt)
-        for (index, _), result in sorted(zip(relos, results, strict=True), key=lambda r: r[0][0], reverse=True):
-            core.apply(insns, index, result)
-    final.instructions = insns
-    return final
-
-
-def _kernel_type_id(name: str, kinds: tuple[type[bt.Type], ...]) -> int:
-    found = [t for t in kernel_spec().types_by_name(name, kinds)]
-    return found[0].id if found else 0
-
-
-# libbpf's poison for calls to absent weak kfuncs: an invalid helper id the verifier rejects only if the call is
-# reachable, so a call guarded by bpf_ksym_exists() is pruned as dead code. (A kfunc call with BTF id 0 would be
-# rejected before dead-code analysis.)
-_POISONED_KFUNC_CALL = 2002000000
-
-
-def _relocate_ksym(insn: asm.Instruction, ext: ExternSpec) -> None:
-    if ext.kind == "kfunc":
-        # the address of a kernel function, i.e. bpf_ksym_exists(kfunc): its BTF id, or 0 for an absent weak one
-        tid = _kernel_type_id(ext.name, (Func,))
-        if not tid and not ext.weak:
-            raise NotSupportedError(f"kfunc {ext.name}", detail="not in this kernel's BTF")
-        insn.src = asm.PSEUDO_BTF_ID if tid else 0
-        insn.imm = tid
-        return
-    if ext.typed:
-        tid = _kernel_type_id(ext.name, (Var,))
-        if not tid:
-            if ext.weak:
-                insn.src = 0
-                insn.imm = 0
-                return
-            raise NotSupportedError(f"kernel variable {ext.name} (__ksym)", detail="not in this kernel's BTF")
-        insn.imm = tid  # BTF id in the first slot; BTF object fd 0 (vmlinux) in the second
-        return
-    from pybpf.symbols import kernel_symbols
-
-    try:
-        addr = kernel_symbols().address_of(ext.name)
-    except Exception:  # noqa: BLE001 - absent symbol
-        if ext.weak:
-            insn.imm = 0
-            return
-        raise NotSupportedError(f"kernel symbol {ext.name} (__ksym)", detail="not in /proc/kallsyms")
-    if addr is None:
-        if ext.weak:
-            insn.imm = 0
-            return
-        raise NotSupportedError(f"kernel symbol {ext.name} (__ksym)", detail="not in /proc/kallsyms")
-    insn.imm = addr
-
-
-def _relocate_kfunc(insn: asm.Instruction, ext: ExternSpec) -> None:
-    tid = _kernel_type_id(ext.name, (Func,))
-    if not tid:
-        if ext.weak:
-            insn.src = 0
-            insn.imm = _POISONED_KFUNC_CALL
-            insn.off = 0
-            return
-        raise NotSupportedError(f"kfunc {ext.name}", detail="not in this kernel's BTF")
-    insn.imm = tid
-    insn.off = 0
-
-
-def _fill_contents(coll: Collection, spec: CollectionSpec) -> None:
-    """Slots of prog arrays and maps of maps that the object initialises (`values = {...}`)."""
-    for key, mspec in spec.maps.items():
+    for key, mspec in maps.items():
         if not any(isinstance(v, str) for _, v in mspec.contents):
-            continue  # Map.create filled them
+            continue
         m = coll.maps[key]
         for slot, target in mspec.contents:
             if isinstance(target, str):
                 obj: Program | Map | None = coll.programs.get(target) or coll.maps.get(target)
                 if obj is None:
-                    if target in spec.programs:
+                    if target in program_names:
                         continue  # not autoloaded: leave the slot empty, as libbpf does
                     raise ObjectError(f"map {key} slot {slot} refers to unknown {target!r}")
                 m.update(int(slot).to_bytes(4, "little"), int(obj.fd).to_bytes(4, "little"))
-
-
-
-def programs_of(coll: Collection) -> Iterable[Program]:
-    return coll.programs.values()

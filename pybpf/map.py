@@ -437,6 +437,8 @@ def make_codec(spec: CodecLike, size: int, role: str = "value") -> Codec:
     elif isinstance(spec, type) and issubclass(spec, ctypes._SimpleCData | ctypes.Structure | ctypes.Union
                                                | ctypes.Array):
         codec = CtypesCodec(spec)
+    elif isinstance(spec, _BaseCodec):
+        codec = spec
     else:
         from pybpf.btf import Type as _BtfType
 
@@ -555,6 +557,11 @@ def _c_name(raw: ctypes.Array[ctypes.c_uint8]) -> str:
     return bytes(raw).split(b"\0", 1)[0].decode("utf-8", "replace")
 
 
+# What set_codec() sets: left unset by Map.defer() until first use.
+_CODEC_ATTRIBUTES = frozenset({"key_codec", "value_codec", "_kenc", "_kdec", "_venc", "_vdec", "_vdec_one", "_kput",
+                               "_vput"})
+
+
 # ---- the map -----------------------------------------------------------------------------------------------
 
 
@@ -645,6 +652,28 @@ class Map:
         self._vput: Callable[[Any], None] = (
             (not self.percpu and self._direct_writer(vc, self._vbuf)) or self._put_value)
         return self
+
+    def defer(self, spec: Callable[[], MapSpec | None],
+              codecs: Callable[[], tuple[CodecLike, CodecLike]] | None = None) -> None:
+        """Build `spec` (and, given `codecs`, the key/value codecs) on first use (a collection loaded from a
+        cached plan reads the object file and its BTF only when a spec is asked for or a value decoded)."""
+        del self.spec
+        self._build_spec = spec
+        if codecs is not None:
+            for name in _CODEC_ATTRIBUTES:
+                self.__dict__.pop(name, None)
+            self._build_codecs = codecs
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for attributes not set: a deferred spec or deferred codecs.
+        if name == "spec" and "_build_spec" in self.__dict__:
+            self.spec = self.__dict__.pop("_build_spec")()
+            return self.spec
+        if name in _CODEC_ATTRIBUTES and "_build_codecs" in self.__dict__:
+            key, value = self.__dict__.pop("_build_codecs")()
+            self.set_codec(key=key, value=value)
+            return getattr(self, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @staticmethod
     def _direct_writer(codec: Codec, buf: bytearray) -> Callable[[Any], None] | None:

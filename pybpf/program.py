@@ -13,7 +13,6 @@ import ctypes
 import errno as _errno
 import os
 
-from pybpf import asm
 from pybpf._sys import types as T
 from pybpf._sys.fd import FD
 from pybpf._sys.pin import open_pinned, pin_fd
@@ -23,10 +22,11 @@ from pybpf.errors import ENOTSUPP, BPFError, NotSupportedError, VerifierError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
     from types import TracebackType
     from typing import Any
 
+    from pybpf import asm
     from pybpf.btf import Spec
 
 __all__ = [
@@ -347,10 +347,27 @@ class Program:
         self.type = type
         self.attach_type = attach_type
         self.spec = spec
+        # The section name chooses the hook attach() uses; kept apart from the spec, which a collection
+        # loaded from a cached plan builds only when asked for (see defer_spec).
+        self.section = spec.section if spec is not None else ""
         self.verifier_log = verifier_log
         self._id = 0
         self._tag = ""
         self.pinned_path: str | None = None
+
+    def defer_spec(self, build: Callable[[], ProgramSpec]) -> None:
+        """Build `spec` on first access with `build()` (a collection loaded from a cached plan reads the
+        object file only when a spec is asked for)."""
+        del self.spec
+        self._build_spec = build
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for attributes not set: a deferred spec.
+        build = self.__dict__.pop("_build_spec", None) if name == "spec" else None
+        if build is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        self.spec = build()
+        return self.spec
 
     # -- construction ------------------------------------------------------------------------------------
     @classmethod
@@ -479,6 +496,8 @@ class Program:
         info.xlated_prog_len = size
         info.xlated_prog_insns = ctypes.addressof(buf)
         _get_info(self.fd, info)
+        from pybpf import asm
+
         return asm.Instructions.decode(buf.raw[: min(size, info.xlated_prog_len)])
 
     # -- running -----------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Auto-attach: attach a program where its section name says (libbpf's `bpf_program__attach`).
 
-``attach(prog)`` reads ``prog.spec.section`` ("tracepoint/syscalls/sys_enter_openat", "kprobe/func+0x10",
+``attach(prog)`` reads ``prog.section`` ("tracepoint/syscalls/sys_enter_openat", "kprobe/func+0x10",
 "uprobe/path:func", "usdt/path:provider:name", "iter/task", "lsm/file_open", ...) and calls the hook's
 `attach_*` function. Positional arguments replace the section's target (``prog.attach("do_unlinkat")``);
 keyword arguments go to the hook (``iface=`` for xdp/tc, ``cgroup=`` for cgroup programs, ``sock=``,
@@ -211,7 +211,7 @@ def _sockmap(p: Program, pfx: str, target: str, args: _Args, kw: _Kwargs) -> Lin
 
 def _need(p: Program, target: str, what: str) -> tuple[str]:
     if not target:
-        sec = p.spec.section if p.spec is not None else ""
+        sec = p.section
         raise TypeError(f"program {p.name!r} (section {sec!r}) names no {what} to attach to: pass it as an "
                         "argument")
     return (target,)
@@ -323,7 +323,7 @@ def hook_of(program: Program) -> tuple[str, str, str]:
 
 
 def _lookup(program: Program) -> tuple[_Hook, str, str]:
-    section = program.spec.section if program.spec is not None else ""
+    section = program.section
     if section:
         found = _prefix_and_target(section)
         if found is not None:

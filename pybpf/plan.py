@@ -1,0 +1,323 @@
+"""Cached load plans: what loading an object sent to the kernel, replayed without reading the object again.
+
+Loading an object reads its ELF and BTF, relocates CO-RE against the kernel's BTF, resolves externs and
+sanitises the BTF for the kernel: tens of milliseconds of Python (and of imports) before the first
+syscall. The outcome depends only on the object file, `load()`'s options and the running kernel, so after
+a load `save()` writes down what went to the kernel: the BTF blob, each map's create parameters and
+initial data, and each program's final instructions (with the slots that take map fds) and load
+parameters. `load()` replays that with a handful of syscalls, importing none of pybpf.elf, pybpf.btf or
+pybpf.asm; the collection's specs, its variables and BTF-typed key/value codecs are built from the object
+file on first use. (libbpf's "light skeletons" make the same trade at build time.)
+
+A plan is used only when the object file (device, inode, size, mtime), the kernel boot (boot_id), the
+pybpf version and the options are the ones it was made with, and when it belongs to this user and is
+writable by nobody else (it is loaded into the kernel). Loads that depend on more are not planned: BTF
+targets given by the caller, a verifier log, programs attached by fd or to kernel-module BTF, CO-RE
+resolved against module BTF, kfuncs of modules. Any failure while replaying falls back to the whole load,
+which reports errors with the object's source lines.
+
+Plans live in `$PYBPF_CACHE/plans` (default `~/.cache/pybpf/plans`) as marshal data.
+"""
+
+from __future__ import annotations
+
+import marshal
+import os
+import struct
+import zlib
+
+from pybpf import __version__
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from typing import Any
+
+    from pybpf._sys.fd import FD
+    from pybpf.collection import Collection, ObjectFile
+    from pybpf.elf.collection import CollectionSpec
+    from pybpf.map import Map, MapSpec
+    from pybpf.program import ProgramSpec
+
+    # load()'s options: set, max_entries, autoload, pin_root
+    Options = tuple[Mapping[str, Any], Mapping[str, int], Mapping[str, bool], str]
+
+__all__ = ["load", "plan_path", "save"]
+
+_FORMAT = 1
+_INSN = 8
+_LD_IMM64 = 0x18  # BPF_LD | BPF_IMM | BPF_DW
+_CALL = 0x85  # BPF_JMP | BPF_CALL
+_PSEUDO_MAP_FD = 1
+_PSEUDO_MAP_VALUE = 2
+_PSEUDO_BTF_ID = 3
+_PSEUDO_KFUNC_CALL = 2
+_BOOT_ID = "/proc/sys/kernel/random/boot_id"
+
+
+class _NotPlannable(Exception):
+    """This load depends on something a plan cannot replay."""
+
+
+# ---- where plans are and what they are valid for ------------------------------------------------------------
+
+
+def _options_key(options: Options) -> str | None:
+    """A stable text for the options, or None when one of them has no stable text."""
+    set_, max_entries, autoload, pin_root = options
+    text = repr((sorted(set_.items()), sorted(max_entries.items()), sorted(autoload.items()), pin_root))
+    return None if " at 0x" in text else text
+
+
+def plan_path(path: str, options: Options) -> str | None:
+    """The file a plan for loading object `path` with `options` is kept in (None: not plannable)."""
+    key = _options_key(options)
+    if key is None:
+        return None
+    root = os.environ.get("PYBPF_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "pybpf")
+    real = os.path.realpath(path)
+    digest = zlib.crc32(f"{real}\0{key}".encode())
+    return os.path.join(root, "plans", f"{os.path.basename(real)}.{digest:08x}.plan")
+
+
+def _identity(path: str, options: Options) -> tuple[Any, ...]:
+    """What a plan must have been made for: the object file's identity, the kernel boot, pybpf, options."""
+    st = os.stat(path)
+    with open(_BOOT_ID) as f:
+        boot = f.read().strip()
+    return (_FORMAT, __version__, os.path.realpath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, boot,
+            os.uname().release, _options_key(options))
+
+
+# ---- replaying --------------------------------------------------------------------------------------------
+
+
+def load(path: str, options: Options, read: Callable[[], ObjectFile]) -> Collection | None:
+    """The collection loaded from a valid plan for (path, options), or None (no plan, or it failed).
+
+    `read()` reads the object with the options applied: specs are built from it on first use."""
+    where = plan_path(path, options)
+    if where is None:
+        return None
+    try:
+        fd = os.open(where, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+            return None  # someone else could have written what would go into the kernel
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read()
+    finally:
+        os.close(fd)
+    try:
+        plan = marshal.loads(data)
+        if plan[0] != _identity(path, options):
+            return None
+    except (OSError, ValueError, EOFError, TypeError, IndexError):
+        return None
+    try:
+        return _replay(plan, options[3], read)
+    except Exception:  # noqa: BLE001 - the whole load reports what went wrong, with source lines
+        return None
+
+
+def _replay(plan: tuple[Any, ...], pin_root: str, read: Callable[[], ObjectFile]) -> Collection:
+    from pybpf.collection import Collection, create_map, fill_slots, raw_codecs
+
+    _, name, blob, map_plans, program_plans, all_programs = plan
+    btf_fd = _load_btf(blob) if blob is not None else None
+    spec: list[CollectionSpec] = []
+
+    def collection_spec() -> CollectionSpec:
+        if not spec:
+            spec.append(read().spec)
+        return spec[0]
+
+    coll = Collection.deferred(name, btf_fd, collection_spec)
+    try:
+        specs: dict[str, MapSpec] = {}
+        for key, mplan in map_plans:
+            mspec, ids, inner_ids, codecs_kind = _map_spec(mplan)
+            specs[key] = mspec
+            codecs = raw_codecs(mspec.key_size, mspec.value_size) if codecs_kind == "raw" else (None, None)
+            m = create_map(mspec, btf_fd, pin_root, ids, codecs, inner_ids)
+            coll.maps[key] = m
+            _defer_map(m, key, collection_spec, codecs_kind == "btf")
+        fds = {key: int(m.fd) for key, m in coll.maps.items()}
+        for pplan in program_plans:
+            _load_program(coll, pplan, fds, btf_fd, collection_spec)
+        fill_slots(coll, specs, all_programs)
+    except BaseException:
+        coll.close()  # its BTF fd too
+        raise
+    return coll
+
+
+def _load_btf(blob: bytes) -> FD:
+    import ctypes
+
+    from pybpf._sys import types as T
+    from pybpf._sys.syscall import bpf_fd
+
+    data = ctypes.create_string_buffer(blob, len(blob))
+    attr = T.BtfLoadAttr()
+    attr.btf = ctypes.addressof(data)
+    attr.btf_size = len(blob)
+    return bpf_fd(T.Cmd.BTF_LOAD, attr, "BTF")
+
+
+def _map_spec(mplan: tuple[Any, ...]) -> tuple[MapSpec, tuple[int, int], tuple[int, int], str]:
+    from pybpf.map import MapSpec
+
+    (name, type_, key_size, value_size, max_entries, flags, numa_node, map_extra, pinning, freeze, data, contents,
+     ids, inner, codecs_kind) = mplan
+    inner_spec, inner_ids = None, (0, 0)
+    if inner is not None:
+        inner_spec, _, _, _ = _map_spec(inner)
+        inner_ids = inner[12]
+    mspec = MapSpec(name=name, type=type_, key_size=key_size, value_size=value_size, max_entries=max_entries,
+                    flags=flags, inner=inner_spec, pinning=pinning, numa_node=numa_node, map_extra=map_extra,
+                    contents=list(contents), freeze=freeze, data=data)
+    return mspec, ids, inner_ids, codecs_kind
+
+
+def _defer_map(m: Map, key: str, collection_spec: Callable[[], CollectionSpec], btf_codecs: bool) -> None:
+    def codecs() -> tuple[Any, Any]:
+        from pybpf.loader import map_codecs
+
+        return map_codecs(collection_spec().maps[key])
+
+    m.defer(lambda: collection_spec().maps[key], codecs if btf_codecs else None)
+
+
+def _load_program(coll: Collection, pplan: tuple[Any, ...], fds: dict[str, int], btf_fd: FD | None,
+                  collection_spec: Callable[[], CollectionSpec]) -> None:
+    from pybpf._sys import types as T
+    from pybpf.program import Program, ProgramSpec
+
+    (name, type_, attach_type, section, license_, kernel_version, flags, sleepable, attach_btf_id, insns, fd_sites,
+     func_info, func_info_rec_size, line_info, line_info_rec_size) = pplan
+    code = bytearray(insns)
+    for slot, key in fd_sites:
+        struct.pack_into("<i", code, slot * _INSN + 4, fds[key])
+    final = bytes(code)
+    stub = ProgramSpec(
+        name=name, type=T.ProgType(type_), instructions=final,  # type: ignore[arg-type]  # bytes load as is
+        license=license_, section=section,
+        attach_type=T.AttachType(attach_type) if attach_type is not None else None,
+        kernel_version=kernel_version, flags=flags, func_info=func_info, func_info_rec_size=func_info_rec_size,
+        line_info=line_info, line_info_rec_size=line_info_rec_size, attach_btf_id=attach_btf_id,
+        sleepable=sleepable)
+    prog = Program.load(stub, btf_fd=btf_fd)
+    coll.programs[name] = prog
+
+    def program_spec() -> ProgramSpec:
+        # What the whole load keeps: the object's spec with the instructions as loaded.
+        from pybpf import asm
+
+        full = collection_spec().programs[name].copy()
+        full.instructions = asm.Instructions.decode(final)
+        full.attach_btf_id = attach_btf_id
+        return full
+
+    prog.defer_spec(program_spec)
+
+
+# ---- writing -----------------------------------------------------------------------------------------------
+
+
+def save(path: str, options: Options, coll: Collection) -> None:
+    """Write the plan of a collection just loaded from object `path` with `options` (a cache: when the
+    load cannot be planned, or the file cannot be written, nothing happens)."""
+    where = plan_path(path, options)
+    if where is None:
+        return
+    try:
+        plan = _plan_of(coll, _identity(path, options))
+        data = marshal.dumps(plan)
+    except (_NotPlannable, OSError, ValueError, KeyError):
+        return
+    tmp = f"{where}.{os.getpid()}.tmp"
+    try:
+        os.makedirs(os.path.dirname(where), mode=0o700, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        os.replace(tmp, where)
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+
+
+def _plan_of(coll: Collection, identity: tuple[Any, ...]) -> tuple[Any, ...]:
+    from pybpf.btf.core import TargetBTF
+    from pybpf.loader import btf_ids, map_codecs
+
+    if TargetBTF.running_consulted_modules():
+        raise _NotPlannable("CO-RE looked into kernel-module BTF, which can change without a reboot")
+    spec = coll.spec
+    maps = []
+    for key in coll.maps:
+        maps.append((key, _map_plan(spec.maps[key], btf_ids, map_codecs)))
+    by_fd = {int(m.fd): key for key, m in coll.maps.items()}
+    programs = [_program_plan(name, p.spec, by_fd) for name, p in coll.programs.items()]
+    return identity, coll.name, coll.btf_blob, maps, programs, list(spec.programs)
+
+
+def _map_plan(mspec: MapSpec, btf_ids: Callable[[MapSpec], tuple[int, int]],
+              map_codecs: Callable[[MapSpec], tuple[Any, Any]]) -> tuple[Any, ...]:
+    from pybpf.btf import Type
+
+    key_codec, value_codec = map_codecs(mspec)
+    if isinstance(key_codec, Type) or isinstance(value_codec, Type):
+        codecs_kind = "btf"
+    elif key_codec is None and value_codec is None:
+        codecs_kind = "none"
+    else:
+        codecs_kind = "raw"
+    inner = _map_plan(mspec.inner, btf_ids, map_codecs) if mspec.inner is not None else None
+    return (mspec.name, int(mspec.type), mspec.key_size, mspec.value_size, mspec.max_entries, mspec.flags,
+            mspec.numa_node, mspec.map_extra, mspec.pinning, mspec.freeze, mspec.data, list(mspec.contents),
+            btf_ids(mspec), inner, codecs_kind)
+
+
+def _program_plan(name: str, pspec: ProgramSpec | None, by_fd: dict[int, str]) -> tuple[Any, ...]:
+    if pspec is None:
+        raise _NotPlannable(f"program {name} has no spec")
+    if pspec.attach_btf_obj_fd is not None or pspec.attach_prog_fd is not None:
+        raise _NotPlannable(f"program {name} is attached by fd")
+    insns = pspec.instructions if isinstance(pspec.instructions, bytes) else pspec.instructions.encode()
+    return (name, int(pspec.type), int(pspec.attach_type) if pspec.attach_type is not None else None,
+            pspec.section, pspec.license, pspec.kernel_version, pspec.flags, pspec.sleepable, pspec.attach_btf_id,
+            insns, _fd_sites(name, insns, by_fd), pspec.func_info, pspec.func_info_rec_size, pspec.line_info,
+            pspec.line_info_rec_size)
+
+
+def _fd_sites(name: str, insns: bytes, by_fd: dict[int, str]) -> list[tuple[int, str]]:
+    """(instruction slot, map key) of every ld_imm64 that takes a map's fd; refuses other kinds of fds."""
+    sites = []
+    n = len(insns) // _INSN
+    i = 0
+    while i < n:
+        code, regs, off, imm = struct.unpack_from("<BBhi", insns, i * _INSN)
+        src = regs >> 4
+        if code == _LD_IMM64:
+            if src in (_PSEUDO_MAP_FD, _PSEUDO_MAP_VALUE):
+                key = by_fd.get(imm)
+                if key is None:
+                    raise _NotPlannable(f"program {name} refers to map fd {imm}, not one of the collection's")
+                sites.append((i, key))
+            elif src == _PSEUDO_BTF_ID and struct.unpack_from("<i", insns, (i + 1) * _INSN + 4)[0]:
+                raise _NotPlannable(f"program {name} refers to a kernel-module variable")
+            i += 2
+            continue
+        if code == _CALL and src == _PSEUDO_KFUNC_CALL and off:
+            raise _NotPlannable(f"program {name} calls a kernel-module kfunc")
+        i += 1
+    return sites
