@@ -103,6 +103,7 @@ def add_interpreter_option(parser: argparse.ArgumentParser) -> None:
 def clear_pybpf_cache() -> None:
     cache = Path(os.environ.get("PYBPF_CACHE") or Path.home() / ".cache" / "pybpf")
     shutil.rmtree(cache / "btf-index", ignore_errors=True)
+    shutil.rmtree(cache / "plans", ignore_errors=True)
 
 
 def table(headers: list[str], rows: list[list[str]]) -> str:

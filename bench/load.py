@@ -4,13 +4,13 @@
 Process figures (spawn -> loaded, as a user sees it):
   python floor  `python3 -c pass` with the same interpreter: no Python tool can start faster;
   libbpf C      bench/c/loader.c: open + load, process start included;
-  pybpf cold    a fresh process with no pybpf cache (the kernel BTF index is rebuilt);
-  pybpf warm    a fresh process with the cache.
+  pybpf cold    a fresh process with no pybpf cache (the kernel BTF index is rebuilt, no load plan);
+  pybpf warm    a fresh process with the cache (the object's load plan is replayed: pybpf.plan).
 In-process figures (the load work alone):
   libbpf open+load  bpf_object__open_file + bpf_object__load, timed inside the C loader;
   pybpf import+load `import pybpf` + the first `pybpf.load()` of a warm process;
   pybpf reload      `pybpf.load()` again in the same process after one load and close (module
-                    imports and kernel BTF already in memory, as in a long-running tool).
+                    imports in memory and the plan replayed, as in a long-running tool).
     python3 bench/load.py [--runs N]
 """
 

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from pybpf.map import Map, MapSpec
     from pybpf.program import Program, ProgramSpec
 
-__all__ = ["Collection", "ObjectFile", "Variable", "load", "open_object"]
+__all__ = ["Collection", "ObjectFile", "Variable", "load", "load_file", "open_object"]
 
 
 # ---- values of variables -----------------------------------------------------------------------------
@@ -148,6 +148,8 @@ class Collection:
         self.links: list[Link] = []
         # The BTF blob the kernel was given (what a load plan replays).
         self.btf_blob: bytes | None = None
+        # The cached load plan this collection was loaded from (None: read from the object).
+        self.plan: str | None = None
 
     @classmethod
     def deferred(cls, name: str, btf_fd: FD | None, spec: Callable[[], CollectionSpec]) -> Collection:
@@ -160,6 +162,7 @@ class Collection:
         coll.programs = {}
         coll.links = []
         coll.btf_blob = None
+        coll.plan = None
         coll.__dict__["_build_spec"] = spec
         return coll
 
@@ -295,30 +298,41 @@ def load(
     same options, replays a saved load plan (`pybpf.plan`) instead of reading and relocating the object
     again; `cache=False` always does the whole load (and saves no plan).
     """
-    if isinstance(source, (str, os.PathLike)):
-        path = os.fspath(source)
-        if path.endswith(".c"):
-            from pybpf.toolchain import compile as compile_c
-
-            path = str(compile_c(path))
-        options = (dict(set or {}), dict(max_entries or {}), dict(autoload or {}), pin_root)
-        plannable = cache and not log_level and targets is None
-        if plannable:
-            from pybpf import plan
-
-            coll = plan.load(path, options, lambda: _read(path, *options[:3]))
-            if coll is not None:
-                return coll
-        obj = _read(path, *options[:3])
-    else:
-        plannable = False
+    if not isinstance(source, (str, os.PathLike)):
         obj = ObjectFile(source) if not isinstance(source, bytes) else open_object(source)
         _apply(obj, set, max_entries, autoload)
+        from pybpf.loader import load_spec
+
+        return load_spec(obj.spec, log_level=log_level, pin_root=pin_root, targets=targets)
+    path = os.fspath(source)
+    if path.endswith(".c"):
+        from pybpf.toolchain import compile as compile_c
+
+        path = str(compile_c(path))
+    options = (dict(set or {}), dict(max_entries or {}), dict(autoload or {}))
+    return load_file(path, lambda: _read(path, *options), options, log_level=log_level, pin_root=pin_root,
+                     targets=targets, cache=cache)
+
+
+def load_file(path: str, read: Callable[[], ObjectFile], options: Any, *, log_level: int = 0,
+              pin_root: str = "/sys/fs/bpf", targets: TargetBTF | None = None, cache: bool = True) -> Collection:
+    """Load object file `path`, whose specs `read()` reads and adjusts as `options` (any value with a
+    stable repr) say: from its cached plan when `cache` and the plan was made for these options."""
+    key = None
+    if cache and not log_level and targets is None:
+        from pybpf import plan
+
+        key = plan.options_key(options, pin_root)
+        if key is not None:
+            coll = plan.load(path, key, pin_root, read)
+            if coll is not None:
+                return coll
+    obj = read()
     from pybpf.loader import load_spec
 
     coll = load_spec(obj.spec, log_level=log_level, pin_root=pin_root, targets=targets)
-    if plannable:
-        plan.save(path, options, coll)
+    if key is not None:
+        plan.save(path, key, coll)
     return coll
 
 

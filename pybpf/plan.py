@@ -30,7 +30,7 @@ from pybpf import __version__
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable
     from typing import Any
 
     from pybpf._sys.fd import FD
@@ -39,10 +39,8 @@ if TYPE_CHECKING:
     from pybpf.map import Map, MapSpec
     from pybpf.program import ProgramSpec
 
-    # load()'s options: set, max_entries, autoload, pin_root
-    Options = tuple[Mapping[str, Any], Mapping[str, int], Mapping[str, bool], str]
 
-__all__ = ["load", "plan_path", "save"]
+__all__ = ["load", "options_key", "plan_path", "save"]
 
 _FORMAT = 1
 _INSN = 8
@@ -62,43 +60,39 @@ class _NotPlannable(Exception):
 # ---- where plans are and what they are valid for ------------------------------------------------------------
 
 
-def _options_key(options: Options) -> str | None:
-    """A stable text for the options, or None when one of them has no stable text."""
-    set_, max_entries, autoload, pin_root = options
-    text = repr((sorted(set_.items()), sorted(max_entries.items()), sorted(autoload.items()), pin_root))
+def options_key(*options: Any) -> str | None:
+    """A stable text for the options a load was made with (None when one of them has none, e.g. an
+    object shown by address)."""
+    text = repr(options)
     return None if " at 0x" in text else text
 
 
-def plan_path(path: str, options: Options) -> str | None:
-    """The file a plan for loading object `path` with `options` is kept in (None: not plannable)."""
-    key = _options_key(options)
-    if key is None:
-        return None
+def plan_path(path: str) -> str:
+    """The file the plan for loading object `path` is kept in: one per object file (the last options
+    it was loaded with), so that the cache does not grow with options that change on every run."""
     root = os.environ.get("PYBPF_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "pybpf")
     real = os.path.realpath(path)
-    digest = zlib.crc32(f"{real}\0{key}".encode())
-    return os.path.join(root, "plans", f"{os.path.basename(real)}.{digest:08x}.plan")
+    return os.path.join(root, "plans", f"{os.path.basename(real)}.{zlib.crc32(real.encode()):08x}.plan")
 
 
-def _identity(path: str, options: Options) -> tuple[Any, ...]:
+def _identity(path: str, key: str) -> tuple[Any, ...]:
     """What a plan must have been made for: the object file's identity, the kernel boot, pybpf, options."""
     st = os.stat(path)
     with open(_BOOT_ID) as f:
         boot = f.read().strip()
     return (_FORMAT, __version__, os.path.realpath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, boot,
-            os.uname().release, _options_key(options))
+            os.uname().release, key)
 
 
 # ---- replaying --------------------------------------------------------------------------------------------
 
 
-def load(path: str, options: Options, read: Callable[[], ObjectFile]) -> Collection | None:
-    """The collection loaded from a valid plan for (path, options), or None (no plan, or it failed).
+def load(path: str, key: str, pin_root: str, read: Callable[[], ObjectFile]) -> Collection | None:
+    """The collection loaded from a valid plan for object `path` and options `key` (see options_key),
+    or None (no plan, or it failed).
 
     `read()` reads the object with the options applied: specs are built from it on first use."""
-    where = plan_path(path, options)
-    if where is None:
-        return None
+    where = plan_path(path)
     try:
         fd = os.open(where, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
@@ -113,14 +107,16 @@ def load(path: str, options: Options, read: Callable[[], ObjectFile]) -> Collect
         os.close(fd)
     try:
         plan = marshal.loads(data)
-        if plan[0] != _identity(path, options):
+        if plan[0] != _identity(path, key):
             return None
     except (OSError, ValueError, EOFError, TypeError, IndexError):
         return None
     try:
-        return _replay(plan, options[3], read)
+        coll = _replay(plan, pin_root, read)
     except Exception:  # noqa: BLE001 - the whole load reports what went wrong, with source lines
         return None
+    coll.plan = where
+    return coll
 
 
 def _replay(plan: tuple[Any, ...], pin_root: str, read: Callable[[], ObjectFile]) -> Collection:
@@ -228,14 +224,12 @@ def _load_program(coll: Collection, pplan: tuple[Any, ...], fds: dict[str, int],
 # ---- writing -----------------------------------------------------------------------------------------------
 
 
-def save(path: str, options: Options, coll: Collection) -> None:
-    """Write the plan of a collection just loaded from object `path` with `options` (a cache: when the
-    load cannot be planned, or the file cannot be written, nothing happens)."""
-    where = plan_path(path, options)
-    if where is None:
-        return
+def save(path: str, key: str, coll: Collection) -> None:
+    """Write the plan of a collection just loaded from object `path` with options `key` (a cache: when
+    the load cannot be planned, or the file cannot be written, nothing happens)."""
+    where = plan_path(path)
     try:
-        plan = _plan_of(coll, _identity(path, options))
+        plan = _plan_of(coll, _identity(path, key))
         data = marshal.dumps(plan)
     except (_NotPlannable, OSError, ValueError, KeyError):
         return

@@ -403,7 +403,7 @@ def attach(coll: Collection, targets: dict[str, Any]) -> tuple[list[str], list[s
     if failures:
         lines = []
         for name, failure in failures.items():
-            section = coll.spec.programs[name].section if name in coll.spec.programs else "?"
+            section = coll.programs[name].section if name in coll.programs else "?"
             lines.append(f"cannot attach program {name!r} (section {section!r}): {failure}")
         raise Fail("\n".join(lines))
     attached_progs = {lk.program.name for lk in links if lk.program is not None}
@@ -445,15 +445,19 @@ class Readers:
         unknown = set(record_types) - set(coll.maps)
         if unknown:
             raise Fail(f"--type names no map of the object: {', '.join(sorted(unknown))}")
-        # (name, map, record type, perf buffer or None for a ring buffer)
-        self._sources: list[tuple[str, Any, Type | None, Any]] = []
+        # (name, map, record type, perf buffer or None for a ring buffer, whether start() looks the type up)
+        self._sources: list[tuple[str, Any, Type | None, Any, bool]] = []
         try:
             for name, m in coll.maps.items():
                 if m.type not in (T.MapType.RINGBUF, T.MapType.PERF_EVENT_ARRAY):
                     continue
-                rtype = _record_type(m, record_types.get(name))
-                if rtype is None:
-                    self.notes.append(f"{name}: no record type found, showing raw bytes (--type {name}=STRUCT)")
+                explicit = record_types.get(name)
+                if m.type == T.MapType.RINGBUF and explicit is None:
+                    # Found in start(): with a cached load plan, the object's BTF is then read after
+                    # attaching rather than before.
+                    self._sources.append((name, m, None, None, True))
+                    continue
+                rtype = self._record_type(name, m, explicit)
                 perf = None
                 if m.type == T.MapType.PERF_EVENT_ARRAY:
                     from pybpf.events.perfbuf import PerfBuffer
@@ -464,7 +468,7 @@ class Readers:
                     # nested-epoll check at registration would take it, so a ring that filled before
                     # registration would never wake this epoll again.
                     self.epoll.register(perf.fileno(), select.EPOLLIN)
-                self._sources.append((name, m, rtype, perf))
+                self._sources.append((name, m, rtype, perf, False))
         except BaseException:
             self.close()
             raise
@@ -475,7 +479,8 @@ class Readers:
 
         self.printer = printer
         many = len(self._sources) > 1
-        for name, m, rtype, perf in self._sources:
+        for name, m, found, perf, find_now in self._sources:
+            rtype = self._record_type(name, m, None) if find_now else found
             sink = _sink(printer, name, columns_for(rtype), many)
             if perf is None:
                 from pybpf.events.ringbuf import RingBuffer
@@ -497,6 +502,12 @@ class Readers:
             else:
                 self._add(self.trace.fileno(), self._drain_trace)
         self.drain()  # what arrived between attaching and now
+
+    def _record_type(self, name: str, m: Any, explicit: str | None) -> Type | None:
+        rtype = _record_type(m, explicit)
+        if rtype is None:
+            self.notes.append(f"{name}: no record type found, showing raw bytes (--type {name}=STRUCT)")
+        return rtype
 
     def _add(self, fd: int, drain: Callable[[], int]) -> None:
         self.epoll.register(fd, select.EPOLLIN)
@@ -573,7 +584,7 @@ def _guarded(stopper: Stopper, action: Callable[..., object], *args: Any) -> Non
 
 def _load(file: str, sets: tuple[str, ...], pid: int | None, includes: tuple[str, ...],
           log_level: int) -> Collection:
-    from pybpf.collection import open_object
+    from pybpf.collection import load_file, open_object
     from pybpf.errors import BPFError
 
     path = file
@@ -587,14 +598,19 @@ def _load(file: str, sets: tuple[str, ...], pid: int | None, includes: tuple[str
             raise Fail(f"clang failed to compile {file}:\n{exc.diagnostics.rstrip()}") from None
         except ClangNotFoundError as exc:
             raise Fail(str(exc)) from None
-    try:
-        obj = open_object(path)
-    except (BPFError, OSError) as exc:
-        raise Fail(f"cannot read {path}: {exc}") from None
-    apply_sets(obj, sets, pid)
+
+    def read() -> ObjectFile:
+        try:
+            obj = open_object(path)
+        except (BPFError, OSError) as exc:
+            raise Fail(f"cannot read {path}: {exc}") from None
+        apply_sets(obj, sets, pid)
+        return obj
+
     try:
         with _Status("loading"):
-            return obj.load(log_level=log_level)
+            # A cached plan when this object was run before with the same --set/--pid (pybpf.plan).
+            return load_file(path, read, ("run", sets, pid), log_level=log_level)
     except BPFError as exc:
         raise Fail(f"cannot load {file}: {exc}") from None
 

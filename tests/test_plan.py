@@ -1,0 +1,178 @@
+"""Cached load plans against the real kernel: a second load replays what the first sent to the kernel, with
+the same effects, and only when the object, the options and the kernel boot are the same."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+import pybpf
+
+pytestmark = pytest.mark.kernel2
+
+BpfObj = Callable[[str], Path]
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private PYBPF_CACHE (plans and the kernel BTF index go there)."""
+    root = tmp_path / "cache"
+    monkeypatch.setenv("PYBPF_CACHE", str(root))
+    return root
+
+
+@pytest.fixture
+def obj_copy(tmp_path: Path, bpf_obj: BpfObj) -> Callable[[str], Path]:
+    """A private copy of a test object (so that changing it touches no other test)."""
+
+    def copy(name: str) -> Path:
+        dest = tmp_path / f"{name}.bpf.o"
+        shutil.copyfile(bpf_obj(name), dest)
+        return dest
+
+    return copy
+
+
+def _plans(cache: Path) -> list[Path]:
+    return sorted((cache / "plans").glob("*.plan"))
+
+
+def _check_globals(coll: pybpf.Collection) -> None:
+    """Run load_globals' program and read what it wrote: global data, a BTF-decoded map, a subprogram."""
+    assert coll.variables["multiplier"].value == 3
+    assert coll.programs["compute"].test_run().retval == 0
+    assert coll.variables["counter"].value == 6
+    assert coll.maps["results"][1] == 6 * 3 + 77
+    coll.variables["counter"].value = 100
+    coll.programs["compute"].test_run()
+    assert coll.maps["results"][1] == 101 * 3 + 77
+
+
+def test_second_load_replays_the_plan_with_the_same_effects(cache: Path, obj_copy: Callable[[str], Path]) -> None:
+    obj = obj_copy("load_globals")
+    with pybpf.load(obj, set={"multiplier": 3}) as first:
+        assert first.plan is None
+        _check_globals(first)
+    [plan] = _plans(cache)
+    with pybpf.load(obj, set={"multiplier": 3}) as again:
+        assert again.plan == str(plan)
+        _check_globals(again)
+        # The spec is read from the object when asked for, as the whole load would have it.
+        assert again.spec.name == first.spec.name
+        assert again.programs["compute"].spec.section == first.programs["compute"].spec.section
+        assert len(again.programs["compute"].spec.instructions) == len(first.programs["compute"].spec.instructions)
+
+
+def test_replayed_load_imports_no_object_reader(cache: Path, obj_copy: Callable[[str], Path]) -> None:
+    obj = obj_copy("load_globals")
+    pybpf.load(obj).close()
+    code = (
+        "import sys, pybpf\n"
+        "c = pybpf.load(sys.argv[1])\n"
+        "assert c.plan, 'not replayed'\n"
+        "heavy = sorted(m for m in sys.modules if m.startswith(('pybpf.elf.reader', 'pybpf.btf', 'pybpf.asm')))\n"
+        "print(','.join(heavy))\n"
+        "c.programs['compute'].test_run()\n"
+        "print(c.variables['counter'].value)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(obj)], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYBPF_CACHE": str(cache)}).stdout.splitlines()
+    assert out == ["", "6"], out
+
+
+def test_tail_calls_and_map_in_map_replayed(cache: Path, obj_copy: Callable[[str], Path]) -> None:
+    obj = obj_copy("load_maps")
+    pybpf.load(obj).close()
+    with pybpf.load(obj) as coll:
+        assert coll.plan is not None
+        result = coll.programs["entry"].test_run(bytes(64))
+        assert result.retval == 1  # XDP_DROP from the tail-called program: the prog array was filled
+        assert coll.variables["tail_ran"].value == 1
+        assert coll.maps["inner_b"][0] == 7  # reached through outer[1]: the map of maps was filled
+
+
+def test_replayed_tracepoints_attach_and_count(cache: Path, obj_copy: Callable[[str], Path]) -> None:
+    obj = obj_copy("link_tp")
+    pybpf.load(obj, autoload={"count_btf": False}).close()
+    with pybpf.load(obj, autoload={"count_btf": False}) as coll:
+        assert coll.plan is not None
+        assert "count_btf" not in coll.programs
+        prog = coll.programs["count_tp"]
+        assert prog.section == "tracepoint/syscalls/sys_enter_getppid"
+        with prog.attach():
+            for _ in range(7):
+                os.getppid()
+        key = os.getpid()
+        assert coll.maps["tp_counts"][key] == 7
+
+
+def test_plan_depends_on_object_options_and_cache_flag(cache: Path, obj_copy: Callable[[str], Path]) -> None:
+    obj = obj_copy("load_globals")
+    pybpf.load(obj, set={"multiplier": 3}).close()
+    [plan] = _plans(cache)
+    with pybpf.load(obj, set={"multiplier": 4}) as other:  # other options: the whole load
+        assert other.plan is None
+        assert other.variables["multiplier"].value == 4
+    assert _plans(cache) == [plan]  # one plan per object: now the one for these options
+    with pybpf.load(obj, set={"multiplier": 4}) as replayed:
+        assert replayed.plan == str(plan)
+        assert replayed.variables["multiplier"].value == 4
+    st = obj.stat()
+    os.utime(obj, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))  # the object changed
+    with pybpf.load(obj, set={"multiplier": 4}) as changed:
+        assert changed.plan is None
+    plan.unlink()
+    with pybpf.load(obj, set={"multiplier": 4}, cache=False) as uncached:
+        assert uncached.plan is None
+    assert not plan.exists()
+    with pybpf.load(obj, set={"multiplier": 4}, log_level=1) as logged:  # a verifier log: the whole load
+        assert logged.plan is None
+        assert logged.programs["compute"].verifier_log
+    assert not plan.exists()
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "world-writable"])
+def test_damaged_or_foreign_plan_is_not_used(cache: Path, obj_copy: Callable[[str], Path], damage: str) -> None:
+    obj = obj_copy("load_globals")
+    pybpf.load(obj, set={"multiplier": 3}).close()
+    [plan] = _plans(cache)
+    if damage == "garbage":
+        plan.write_bytes(b"\x00not a plan")
+    elif damage == "truncated":
+        plan.write_bytes(plan.read_bytes()[:200])
+    else:
+        plan.chmod(0o666)
+    with pybpf.load(obj, set={"multiplier": 3}) as coll:
+        assert coll.plan is None
+        _check_globals(coll)
+
+
+@pytest.fixture
+def pin_root() -> Iterator[str]:
+    root = f"/sys/fs/bpf/pybpf-test-plan-{os.getpid()}"
+    os.makedirs(root, exist_ok=True)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def test_pinned_map_shared_with_a_replayed_load(cache: Path, obj_copy: Callable[[str], Path], pin_root: str) -> None:
+    obj = obj_copy("elf_maps")
+    skip_entry = {"entry": False}  # it exists to be read, not loaded: the verifier refuses it
+    with pybpf.load(obj, pin_root=pin_root, autoload=skip_entry) as first:
+        first.maps["sized"][2] = b"pinned".ljust(24, b"\0")
+        first.maps["counts"][5] = (5, 500)
+    assert os.path.exists(os.path.join(pin_root, "sized"))
+    with pybpf.load(obj, pin_root=pin_root, autoload=skip_entry) as again:
+        assert again.plan is not None
+        assert bytes(again.maps["sized"][2]).rstrip(b"\0") == b"pinned"  # the same kernel map, through the pin
+        assert len(again.maps["counts"]) == 0  # not pinned: a new map
+        again.maps["counts"][5] = (5, 600)  # a BTF struct value, encoded once the codec is built
+        assert again.maps["counts"][5].bytes == 600
+        # slots filled with the replayed programs (user space reads a program id back)
+        assert again.maps["jumps"][2] == again.programs["tail_one"].id
