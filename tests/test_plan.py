@@ -65,8 +65,10 @@ def test_second_load_replays_the_plan_with_the_same_effects(cache: Path, obj_cop
         _check_globals(again)
         # The spec is read from the object when asked for, as the whole load would have it.
         assert again.spec.name == first.spec.name
-        assert again.programs["compute"].spec.section == first.programs["compute"].spec.section
-        assert len(again.programs["compute"].spec.instructions) == len(first.programs["compute"].spec.instructions)
+        replayed, loaded = again.programs["compute"].spec, first.programs["compute"].spec
+        assert replayed is not None and loaded is not None
+        assert replayed.section == loaded.section
+        assert len(replayed.instructions) == len(loaded.instructions)
 
 
 def test_replayed_load_imports_no_object_reader(cache: Path, obj_copy: Callable[[str], Path]) -> None:
