@@ -671,14 +671,16 @@ class StatsHandle:
         self.close()
 
 
-def enable_stats(kind: T.StatsType = T.StatsType.RUN_TIME) -> StatsHandle:
+def enable_stats(kind: T.StatsType | None = None) -> StatsHandle:
     """Turn on run_time_ns/run_cnt accounting for all programs while the returned handle is open::
 
         with enable_stats():
             prog.test_run(packet, repeat=100)
             print(prog.info().run_cnt)
+
+    `kind` defaults to BPF_STATS_RUN_TIME (the only kind so far).
     """
-    attr = T.EnableStatsAttr(type=int(kind))
+    attr = T.EnableStatsAttr(type=int(T.StatsType.RUN_TIME if kind is None else kind))
     ret = bpf_errno(T.Cmd.ENABLE_STATS, attr)
     if ret < 0:
         if -ret == _errno.EINVAL:

@@ -25,12 +25,12 @@ if TYPE_CHECKING:
     from pybpf.program import Program
 
 __all__ = [
-    "PERF_EVENTS",
     "PerfEventLink",
     "attach_perf_event",
     "attach_perf_event_fd",
     "attach_to_perf_event",
     "have_perf_link",
+    "perf_events",
 ]
 
 # None: not known yet; set by the first attachment (a refused BPF perf link falls back to the ioctl).
@@ -38,30 +38,37 @@ _perf_link: bool | None = None
 
 _PMU_DIR = "/sys/bus/event_source/devices"
 
-# perf(1)'s names for the generic events.
-PERF_EVENTS: dict[str, tuple[T.PerfType, int]] = {
-    "cpu-clock": (T.PerfType.SOFTWARE, T.PerfSwId.CPU_CLOCK),
-    "task-clock": (T.PerfType.SOFTWARE, T.PerfSwId.TASK_CLOCK),
-    "page-faults": (T.PerfType.SOFTWARE, T.PerfSwId.PAGE_FAULTS),
-    "faults": (T.PerfType.SOFTWARE, T.PerfSwId.PAGE_FAULTS),
-    "minor-faults": (T.PerfType.SOFTWARE, T.PerfSwId.PAGE_FAULTS_MIN),
-    "major-faults": (T.PerfType.SOFTWARE, T.PerfSwId.PAGE_FAULTS_MAJ),
-    "context-switches": (T.PerfType.SOFTWARE, T.PerfSwId.CONTEXT_SWITCHES),
-    "cs": (T.PerfType.SOFTWARE, T.PerfSwId.CONTEXT_SWITCHES),
-    "cpu-migrations": (T.PerfType.SOFTWARE, T.PerfSwId.CPU_MIGRATIONS),
-    "alignment-faults": (T.PerfType.SOFTWARE, T.PerfSwId.ALIGNMENT_FAULTS),
-    "emulation-faults": (T.PerfType.SOFTWARE, T.PerfSwId.EMULATION_FAULTS),
-    "cycles": (T.PerfType.HARDWARE, T.PerfHwId.CPU_CYCLES),
-    "cpu-cycles": (T.PerfType.HARDWARE, T.PerfHwId.CPU_CYCLES),
-    "instructions": (T.PerfType.HARDWARE, T.PerfHwId.INSTRUCTIONS),
-    "cache-references": (T.PerfType.HARDWARE, T.PerfHwId.CACHE_REFERENCES),
-    "cache-misses": (T.PerfType.HARDWARE, T.PerfHwId.CACHE_MISSES),
-    "branch-instructions": (T.PerfType.HARDWARE, T.PerfHwId.BRANCH_INSTRUCTIONS),
-    "branches": (T.PerfType.HARDWARE, T.PerfHwId.BRANCH_INSTRUCTIONS),
-    "branch-misses": (T.PerfType.HARDWARE, T.PerfHwId.BRANCH_MISSES),
-    "bus-cycles": (T.PerfType.HARDWARE, T.PerfHwId.BUS_CYCLES),
-    "ref-cycles": (T.PerfType.HARDWARE, T.PerfHwId.REF_CPU_CYCLES),
-}
+def perf_events() -> dict[str, tuple[T.PerfType, int]]:
+    """perf(1)'s names for the generic events (built on first use: it needs three generated enums)."""
+    global _PERF_EVENTS
+    if _PERF_EVENTS is None:
+        _PERF_EVENTS = {
+        "cpu-clock": (T.PerfType.SOFTWARE, T.PerfSwId.CPU_CLOCK),
+        "task-clock": (T.PerfType.SOFTWARE, T.PerfSwId.TASK_CLOCK),
+        "page-faults": (T.PerfType.SOFTWARE, T.PerfSwId.PAGE_FAULTS),
+        "faults": (T.PerfType.SOFTWARE, T.PerfSwId.PAGE_FAULTS),
+        "minor-faults": (T.PerfType.SOFTWARE, T.PerfSwId.PAGE_FAULTS_MIN),
+        "major-faults": (T.PerfType.SOFTWARE, T.PerfSwId.PAGE_FAULTS_MAJ),
+        "context-switches": (T.PerfType.SOFTWARE, T.PerfSwId.CONTEXT_SWITCHES),
+        "cs": (T.PerfType.SOFTWARE, T.PerfSwId.CONTEXT_SWITCHES),
+        "cpu-migrations": (T.PerfType.SOFTWARE, T.PerfSwId.CPU_MIGRATIONS),
+        "alignment-faults": (T.PerfType.SOFTWARE, T.PerfSwId.ALIGNMENT_FAULTS),
+        "emulation-faults": (T.PerfType.SOFTWARE, T.PerfSwId.EMULATION_FAULTS),
+        "cycles": (T.PerfType.HARDWARE, T.PerfHwId.CPU_CYCLES),
+        "cpu-cycles": (T.PerfType.HARDWARE, T.PerfHwId.CPU_CYCLES),
+        "instructions": (T.PerfType.HARDWARE, T.PerfHwId.INSTRUCTIONS),
+        "cache-references": (T.PerfType.HARDWARE, T.PerfHwId.CACHE_REFERENCES),
+        "cache-misses": (T.PerfType.HARDWARE, T.PerfHwId.CACHE_MISSES),
+        "branch-instructions": (T.PerfType.HARDWARE, T.PerfHwId.BRANCH_INSTRUCTIONS),
+        "branches": (T.PerfType.HARDWARE, T.PerfHwId.BRANCH_INSTRUCTIONS),
+        "branch-misses": (T.PerfType.HARDWARE, T.PerfHwId.BRANCH_MISSES),
+        "bus-cycles": (T.PerfType.HARDWARE, T.PerfHwId.BUS_CYCLES),
+        "ref-cycles": (T.PerfType.HARDWARE, T.PerfHwId.REF_CPU_CYCLES),
+        }
+    return _PERF_EVENTS
+
+
+_PERF_EVENTS: dict[str, tuple[T.PerfType, int]] | None = None
 
 
 def have_perf_link() -> bool | None:
@@ -144,9 +151,9 @@ def _event_type(event: str | tuple[int, int]) -> tuple[int, int, str]:
         kind, config = event
         return int(kind), int(config), f"perf event type {int(kind)} config {int(config):#x}"
     try:
-        kind, config = PERF_EVENTS[event]
+        kind, config = perf_events()[event]
     except KeyError:
-        raise ValueError(f"unknown perf event {event!r}; known: {', '.join(PERF_EVENTS)} "
+        raise ValueError(f"unknown perf event {event!r}; known: {', '.join(perf_events())} "
                          "(or pass (type, config))") from None
     return int(kind), int(config), event
 
@@ -189,7 +196,7 @@ def attach_perf_event(
 ) -> PerfEventLink:
     """Run a `perf_event` program on every sample of `event`.
 
-    `event` is a perf(1) name ("cpu-clock", "page-faults", "cycles", ... see `PERF_EVENTS`) or a
+    `event` is a perf(1) name ("cpu-clock", "page-faults", "cycles", ... see `perf_events()`) or a
     ``(type, config)`` pair. Give either `frequency` (samples per second per CPU) or `period` (events
     between samples; nanoseconds for the clock events). With ``pid=-1`` (all processes) one perf event is
     opened per online CPU (or per CPU in `cpus`); with a pid, one event follows that task on any CPU.
