@@ -51,6 +51,9 @@ _PSEUDO_MAP_VALUE = 2
 _PSEUDO_BTF_ID = 3
 _PSEUDO_KFUNC_CALL = 2
 _BOOT_ID = "/proc/sys/kernel/random/boot_id"
+# Plans kept: past the first number, saving one removes the least recently written down to the second.
+_KEEP_MAX = 256
+_KEEP_AFTER_PRUNE = 192
 
 
 class _NotPlannable(Exception):
@@ -247,6 +250,21 @@ def save(path: str, key: str, coll: Collection) -> None:
             os.unlink(tmp)
         except OSError:
             pass
+        return
+    _prune(os.path.dirname(where))
+
+
+def _prune(directory: str) -> None:
+    """Bound the cache: objects built in temporary directories leave plans nobody will use again."""
+    try:
+        names = [n for n in os.listdir(directory) if n.endswith(".plan")]
+        if len(names) <= _KEEP_MAX:
+            return
+        paths = sorted((os.path.join(directory, n) for n in names), key=os.path.getmtime)
+        for old in paths[: len(paths) - _KEEP_AFTER_PRUNE]:
+            os.unlink(old)
+    except OSError:
+        pass
 
 
 def _plan_of(coll: Collection, identity: tuple[Any, ...]) -> tuple[Any, ...]:

@@ -178,3 +178,21 @@ def test_pinned_map_shared_with_a_replayed_load(cache: Path, obj_copy: Callable[
         assert again.maps["counts"][5].bytes == 600
         # slots filled with the replayed programs (user space reads a program id back)
         assert again.maps["jumps"][2] == again.programs["tail_one"].id
+
+
+def test_plan_cache_stays_bounded(cache: Path, obj_copy: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    from pybpf import plan
+
+    monkeypatch.setattr(plan, "_KEEP_MAX", 4)
+    monkeypatch.setattr(plan, "_KEEP_AFTER_PRUNE", 2)
+    obj = obj_copy("load_globals")
+    stale = cache / "plans"
+    stale.mkdir(parents=True)
+    for i in range(6):  # plans of objects built in directories since removed
+        old = stale / f"gone{i}.bpf.o.{i:08x}.plan"
+        old.write_bytes(b"x")
+        os.utime(old, (1_000_000 + i, 1_000_000 + i))
+    pybpf.load(obj).close()
+    left = _plans(cache)
+    assert len(left) == 2
+    assert plan.plan_path(str(obj)) in map(str, left)  # the newest plan is kept
