@@ -138,33 +138,27 @@ class Collection:
     """Maps, programs and variables of one loaded object. Closing it closes them (links made through
     `attach_all` are detached first)."""
 
-    def __init__(self, spec: CollectionSpec, btf_fd: FD | None) -> None:
-        self.spec = spec
-        self.name = spec.name
+    spec: CollectionSpec
+    variables: dict[str, Variable]
+
+    def __init__(self, spec: CollectionSpec | Callable[[], CollectionSpec], btf_fd: FD | None, name: str = "") -> None:
+        """`spec` may be a function that builds it: a collection loaded from a cached plan reads its object
+        file only when its `spec` (or `variables`, which come from it) is first asked for."""
+        if callable(spec):
+            self.__dict__["_build_spec"] = spec
+        else:
+            self.spec = spec
+            self.variables = {}
+            name = spec.name
+        self.name = name
         self.btf_fd = btf_fd
         self.maps: dict[str, Map] = {}
         self.programs: dict[str, Program] = {}
-        self.variables: dict[str, Variable] = {}
         self.links: list[Link] = []
         # The BTF blob the kernel was given (what a load plan replays).
         self.btf_blob: bytes | None = None
         # The cached load plan this collection was loaded from (None: read from the object).
         self.plan: str | None = None
-
-    @classmethod
-    def deferred(cls, name: str, btf_fd: FD | None, spec: Callable[[], CollectionSpec]) -> Collection:
-        """A collection whose `spec` (and `variables`, which come from it) is built by `spec()` on first
-        access: a collection loaded from a cached plan reads its object file only when asked to."""
-        coll = cls.__new__(cls)
-        coll.name = name
-        coll.btf_fd = btf_fd
-        coll.maps = {}
-        coll.programs = {}
-        coll.links = []
-        coll.btf_blob = None
-        coll.plan = None
-        coll.__dict__["_build_spec"] = spec
-        return coll
 
     def __getattr__(self, name: str) -> Any:
         # Only reached for attributes not set: the spec and variables of a deferred collection.

@@ -70,12 +70,14 @@ def options_key(*options: Any) -> str | None:
     return None if " at 0x" in text else text
 
 
-def plan_path(path: str) -> str:
-    """The file the plan for loading object `path` is kept in: one per object file (the last options
-    it was loaded with), so that the cache does not grow with options that change on every run."""
+def plan_path(path: str, key: str) -> str:
+    """The file the plan for loading object `path` with options `key` is kept in. (The cache is bounded
+    by pruning, not by keeping one plan per object: a library script and `pybpf run` load the same object
+    with different options, and would replace each other's plan at every run.)"""
     root = os.environ.get("PYBPF_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "pybpf")
     real = os.path.realpath(path)
-    return os.path.join(root, "plans", f"{os.path.basename(real)}.{zlib.crc32(real.encode()):08x}.plan")
+    digest = zlib.crc32(f"{real}\0{key}".encode())
+    return os.path.join(root, "plans", f"{os.path.basename(real)}.{digest:08x}.plan")
 
 
 def _identity(path: str, key: str) -> tuple[Any, ...]:
@@ -95,7 +97,7 @@ def load(path: str, key: str, pin_root: str, read: Callable[[], ObjectFile]) -> 
     or None (no plan, or it failed).
 
     `read()` reads the object with the options applied: specs are built from it on first use."""
-    where = plan_path(path)
+    where = plan_path(path, key)
     try:
         fd = os.open(where, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
@@ -134,7 +136,7 @@ def _replay(plan: tuple[Any, ...], pin_root: str, read: Callable[[], ObjectFile]
             spec.append(read().spec)
         return spec[0]
 
-    coll = Collection.deferred(name, btf_fd, collection_spec)
+    coll = Collection(collection_spec, btf_fd, name)
     try:
         specs: dict[str, MapSpec] = {}
         for key, mplan in map_plans:
@@ -230,7 +232,7 @@ def _load_program(coll: Collection, pplan: tuple[Any, ...], fds: dict[str, int],
 def save(path: str, key: str, coll: Collection) -> None:
     """Write the plan of a collection just loaded from object `path` with options `key` (a cache: when
     the load cannot be planned, or the file cannot be written, nothing happens)."""
-    where = plan_path(path)
+    where = plan_path(path, key)
     try:
         plan = _plan_of(coll, _identity(path, key))
         data = marshal.dumps(plan)
