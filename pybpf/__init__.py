@@ -8,12 +8,11 @@
 
 from __future__ import annotations
 
+from pybpf._lazy import lazy_attributes
 from pybpf.errors import BPFError, NotSupportedError, ObjectError, VerifierError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
-
     from pybpf.collection import Collection, ObjectFile, load, open_object
     from pybpf.map import Map, MapSpec
     from pybpf.program import Program, ProgramSpec
@@ -32,10 +31,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'pybpf' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_attributes(__name__, _LAZY, globals())

@@ -60,6 +60,15 @@ def _kernel_filesystems() -> None:
 # ----- BPF objects -----------------------------------------------------------------------------------------
 
 
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private PYBPF_CACHE (build cache, load plans, kernel BTF index), so that results do not depend on
+    earlier runs."""
+    root = tmp_path / "cache"
+    monkeypatch.setenv("PYBPF_CACHE", str(root))
+    return root
+
+
 @pytest.fixture(scope="session")
 def bpf_obj() -> Callable[[str], Path]:
     """Factory: bpf_obj("name") compiles tests/bpf/name.bpf.c through pybpf.toolchain (content-hash cached)."""

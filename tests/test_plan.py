@@ -20,14 +20,6 @@ BpfObj = Callable[[str], Path]
 
 
 @pytest.fixture
-def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A private PYBPF_CACHE (plans and the kernel BTF index go there)."""
-    root = tmp_path / "cache"
-    monkeypatch.setenv("PYBPF_CACHE", str(root))
-    return root
-
-
-@pytest.fixture
 def obj_copy(tmp_path: Path, bpf_obj: BpfObj) -> Callable[[str], Path]:
     """A private copy of a test object (so that changing it touches no other test)."""
 

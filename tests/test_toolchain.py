@@ -39,14 +39,6 @@ int pass_or_drop(struct xdp_md *ctx)
 
 
 @pytest.fixture
-def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A private build cache, so results do not depend on earlier runs."""
-    root = tmp_path / "cache"
-    monkeypatch.setenv("PYBPF_CACHE", str(root))
-    return root
-
-
-@pytest.fixture
 def project(tmp_path: Path) -> Path:
     src = tmp_path / "src"
     src.mkdir()

@@ -6,10 +6,10 @@ Names are imported on first use, so that attaching (which needs only the section
 
 from __future__ import annotations
 
+from pybpf._lazy import lazy_attributes
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
-
     from pybpf.elf.collection import CollectionSpec, ExternSpec, Relocation, RelocKind, VariableSpec
     from pybpf.elf.reader import internal_map_name, object_name_from_path, read
     from pybpf.elf.sections import SectionDef, SectionFlags, attach_target, find_section_def, section_defs
@@ -31,18 +31,10 @@ __all__ = [
 ]
 
 _MODULE_OF = {
-    **dict.fromkeys(("CollectionSpec", "ExternSpec", "Relocation", "RelocKind", "VariableSpec"), "collection"),
-    **dict.fromkeys(("internal_map_name", "object_name_from_path", "read"), "reader"),
-    **dict.fromkeys(("SectionDef", "SectionFlags", "attach_target", "find_section_def", "section_defs"), "sections"),
+    **dict.fromkeys(("CollectionSpec", "ExternSpec", "Relocation", "RelocKind", "VariableSpec"), ".collection"),
+    **dict.fromkeys(("internal_map_name", "object_name_from_path", "read"), ".reader"),
+    **dict.fromkeys(("SectionDef", "SectionFlags", "attach_target", "find_section_def", "section_defs"), ".sections"),
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _MODULE_OF.get(name)
-    if module is None:
-        raise AttributeError(f"module 'pybpf.elf' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(f"pybpf.elf.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, _MODULE_OF, globals())

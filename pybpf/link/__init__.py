@@ -8,15 +8,12 @@ Each hook's module is imported on first use, so a tool pays only for the hooks i
 
 from __future__ import annotations
 
-import importlib
-
+from pybpf._lazy import lazy_attributes
 from pybpf.link.auto import attach, attach_all, auto_attachable, hook_of
 from pybpf.link.base import Link, LinkInfo, detach_all, live_links
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
-
     from pybpf.link.iter import IterLink, attach_iter
     from pybpf.link.kprobe import attach_kprobe, attach_kprobe_multi
     from pybpf.link.ksyscall import attach_ksyscall
@@ -62,13 +59,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'pybpf.link' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"pybpf.link.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, {name: f".{module}" for name, module in _LAZY.items()}, globals())
 
 
 __all__ = [
