@@ -159,6 +159,8 @@ class Collection:
         self.btf_blob: bytes | None = None
         # The cached load plan this collection was loaded from (None: read from the object).
         self.plan: str | None = None
+        # Whether loading resolved something against kernel-module BTF (then it is not planned).
+        self.uses_module_btf = False
 
     def __getattr__(self, name: str) -> Any:
         # Only reached for attributes not set: the spec and variables of a deferred collection.

@@ -342,6 +342,10 @@ def _relocate(coll: Collection, spec: CollectionSpec, name: str, pspec: ProgramS
         # Resolve in record order (candidate pruning depends on it, as in libbpf), then patch last to
         # first: poisoning an ld_imm64 shifts later instruction indexes.
         results = core.resolve_all([relo for _, relo in relos], spec.btf, tgt)
+        # What module BTF says can change without a reboot (a module reloaded), so can a relocation
+        # that found no target (a module loaded later may have one): such a load is not planned.
+        if any(r.poison or (r.target is not None and r.target.btf_name != tgt.kernel_name) for r in results):
+            coll.uses_module_btf = True
         for (index, _), result in sorted(zip(relos, results, strict=True), key=lambda r: r[0][0], reverse=True):
             core.apply(insns, index, result)
     final.instructions = insns

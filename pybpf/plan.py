@@ -270,11 +270,10 @@ def _prune(directory: str) -> None:
 
 
 def _plan_of(coll: Collection, identity: tuple[Any, ...]) -> tuple[Any, ...]:
-    from pybpf.btf.core import TargetBTF
     from pybpf.loader import btf_ids, map_codecs
 
-    if TargetBTF.running_consulted_modules():
-        raise _NotPlannable("CO-RE looked into kernel-module BTF, which can change without a reboot")
+    if coll.uses_module_btf:
+        raise _NotPlannable("CO-RE used kernel-module BTF, which can change without a reboot")
     spec = coll.spec
     maps = []
     for key in coll.maps:

@@ -383,12 +383,6 @@ class TargetBTF:
             _running = cls(kernel_spec(), modules)
         return _running
 
-    @staticmethod
-    def running_consulted_modules() -> bool:
-        """Whether this process's `running()` targets have looked into kernel-module BTF (which, unlike
-        vmlinux BTF, can change without a reboot)."""
-        return _running is not None and bool(_running._modules)
-
     def module_specs(self) -> list[tuple[str, Spec]]:
         """(name, split spec) of every module BTF; loaded the first time a type is missing from vmlinux."""
         if self._modules is None:
