@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+from pybpf._cache import cache_root
+
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "bench" / "build"
 
@@ -74,7 +76,7 @@ def bench_venv() -> Path:
     never run it; with --system-python the benchmarks measure it anyway."""
     import sysconfig
 
-    venv = Path(os.environ.get("PYBPF_CACHE") or Path.home() / ".cache" / "pybpf") / "bench-venv"
+    venv = Path(cache_root()) / "bench-venv"
     exe = venv / "bin" / "python3"
     paths = [str(ROOT), *dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])]
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -101,7 +103,7 @@ def add_interpreter_option(parser: argparse.ArgumentParser) -> None:
 
 
 def clear_pybpf_cache() -> None:
-    cache = Path(os.environ.get("PYBPF_CACHE") or Path.home() / ".cache" / "pybpf")
+    cache = Path(cache_root())
     shutil.rmtree(cache / "btf-index", ignore_errors=True)
     shutil.rmtree(cache / "plans", ignore_errors=True)
 

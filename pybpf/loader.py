@@ -165,16 +165,10 @@ def _object_btf_blob(spec: CollectionSpec, features: KernelBTFFeatures | None) -
 
 def _try_load_btf(blob: bytes) -> FD | None:
     """One BPF_BTF_LOAD without a log: the fd, or None if the kernel refused (the caller retries)."""
-    import ctypes
+    from pybpf._sys.syscall import btf_load
 
-    from pybpf._sys.syscall import bpf_fd
-
-    data = ctypes.create_string_buffer(blob, len(blob))
-    attr = T.BtfLoadAttr()
-    attr.btf = ctypes.addressof(data)
-    attr.btf_size = len(blob)
     try:
-        return bpf_fd(T.Cmd.BTF_LOAD, attr, "BTF")
+        return btf_load(blob)
     except BPFError:
         return None
 

@@ -16,7 +16,7 @@ targets given by the caller, a verifier log, programs attached by fd or to kerne
 resolved against module BTF, kfuncs of modules. Any failure while replaying falls back to the whole load,
 which reports errors with the object's source lines.
 
-Plans live in `$PYBPF_CACHE/plans` (default `~/.cache/pybpf/plans`) as marshal data.
+Plans live in `plans/` of pybpf's cache (`$PYBPF_CACHE`, default `~/.cache/pybpf`) as marshal data.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import struct
 import zlib
 
 from pybpf import __version__
+from pybpf._cache import cache_root
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -74,7 +75,7 @@ def plan_path(path: str, key: str) -> str:
     """The file the plan for loading object `path` with options `key` is kept in. (The cache is bounded
     by pruning, not by keeping one plan per object: a library script and `pybpf run` load the same object
     with different options, and would replace each other's plan at every run.)"""
-    root = os.environ.get("PYBPF_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "pybpf")
+    root = cache_root()
     real = os.path.realpath(path)
     digest = zlib.crc32(f"{real}\0{key}".encode())
     return os.path.join(root, "plans", f"{os.path.basename(real)}.{digest:08x}.plan")
@@ -125,10 +126,11 @@ def load(path: str, key: str, pin_root: str, read: Callable[[], ObjectFile]) -> 
 
 
 def _replay(plan: tuple[Any, ...], pin_root: str, read: Callable[[], ObjectFile]) -> Collection:
+    from pybpf._sys.syscall import btf_load
     from pybpf.collection import Collection, create_map, fill_slots, raw_codecs
 
     _, name, blob, map_plans, program_plans, all_programs = plan
-    btf_fd = _load_btf(blob) if blob is not None else None
+    btf_fd = btf_load(blob) if blob is not None else None
     spec: list[CollectionSpec] = []
 
     def collection_spec() -> CollectionSpec:
@@ -154,19 +156,6 @@ def _replay(plan: tuple[Any, ...], pin_root: str, read: Callable[[], ObjectFile]
         coll.close()  # its BTF fd too
         raise
     return coll
-
-
-def _load_btf(blob: bytes) -> FD:
-    import ctypes
-
-    from pybpf._sys import types as T
-    from pybpf._sys.syscall import bpf_fd
-
-    data = ctypes.create_string_buffer(blob, len(blob))
-    attr = T.BtfLoadAttr()
-    attr.btf = ctypes.addressof(data)
-    attr.btf_size = len(blob)
-    return bpf_fd(T.Cmd.BTF_LOAD, attr, "BTF")
 
 
 def _map_spec(mplan: tuple[Any, ...]) -> tuple[MapSpec, tuple[int, int], tuple[int, int], str]:

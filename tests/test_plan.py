@@ -190,3 +190,15 @@ def test_plan_cache_stays_bounded(cache: Path, obj_copy: Callable[[str], Path], 
     left = _plans(cache)
     assert len(left) == 2
     assert [p.name.startswith("load_globals") for p in left].count(True) == 1  # the newest plan is kept
+
+
+def test_plans_follow_xdg_cache_home(tmp_path: Path, obj_copy: Callable[[str], Path],
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # One cache root for every cache (build, BTF index, plans): $XDG_CACHE_HOME/pybpf without $PYBPF_CACHE.
+    monkeypatch.delenv("PYBPF_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    obj = obj_copy("load_globals")
+    pybpf.load(obj).close()
+    assert len(_plans(tmp_path / "xdg" / "pybpf")) == 1
+    with pybpf.load(obj) as coll:
+        assert coll.plan is not None and coll.plan.startswith(str(tmp_path / "xdg" / "pybpf"))

@@ -71,6 +71,19 @@ def bpf_errno(cmd: int, attr: ctypes.Structure | ctypes.Union) -> int:
     return ret if ret >= 0 else -ctypes.get_errno()
 
 
+def btf_load(blob: bytes, log: ctypes.Array[ctypes.c_char] | None = None, log_level: int = 1) -> FD:
+    """BPF_BTF_LOAD of `blob` (with the kernel's log written into `log` when given); raises BPFError."""
+    data = ctypes.create_string_buffer(blob, len(blob))
+    attr = T.BtfLoadAttr()
+    attr.btf = ctypes.addressof(data)
+    attr.btf_size = len(blob)
+    if log is not None:
+        attr.btf_log_buf = ctypes.addressof(log)
+        attr.btf_log_size = len(log)
+        attr.btf_log_level = log_level
+    return bpf_fd(T.Cmd.BTF_LOAD, attr, "BTF")
+
+
 def object_ids(cmd: int) -> Iterator[int]:
     """Ids of every live program/map/link/BTF object (a BPF_*_GET_NEXT_ID command), ascending."""
     current = 0

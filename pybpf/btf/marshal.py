@@ -581,30 +581,18 @@ _LOG_SIZE = 1 << 20
 def load_into_kernel(blob: bytes, *, log_level: int = 0) -> FD:
     """BPF_BTF_LOAD: returns the owned BTF fd (`pybpf._sys.FD`). On failure retries with a log and raises
     BTFLoadError carrying it."""
-    from pybpf._sys import types as T
-    from pybpf._sys.syscall import bpf_fd
+    from pybpf._sys.syscall import btf_load
 
-    data = ctypes.create_string_buffer(blob, len(blob))
     log = ctypes.create_string_buffer(_LOG_SIZE) if log_level else None
 
-    def attempt(level: int, buf: ctypes.Array[ctypes.c_char] | None) -> FD:
-        attr = T.BtfLoadAttr()
-        attr.btf = ctypes.addressof(data)
-        attr.btf_size = len(blob)
-        if buf is not None:
-            attr.btf_log_buf = ctypes.addressof(buf)
-            attr.btf_log_size = len(buf)
-            attr.btf_log_level = level
-        return bpf_fd(T.Cmd.BTF_LOAD, attr, "BTF")
-
     try:
-        return attempt(log_level, log)
+        return btf_load(blob, log, log_level)
     except BPFError as first:
         err = first.errno or 0
     if log is None:
         log = ctypes.create_string_buffer(_LOG_SIZE)
         try:
-            return attempt(1, log)  # success here means the first failure was transient
+            return btf_load(blob, log, 1)  # success here means the first failure was transient
         except BPFError as second:
             err = second.errno or 0
     raise BTFLoadError(err, log.value.decode("utf-8", "replace"))

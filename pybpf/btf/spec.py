@@ -15,6 +15,7 @@ import sys
 from array import array
 from bisect import bisect_left
 
+from pybpf._cache import cache_root
 from pybpf.btf.types import (
     Array,
     Const,
@@ -92,14 +93,10 @@ _FUNC_SEARCHES_BEFORE_SORT = 8
 _NAME_WINDOW = 64
 
 
-def _cache_root() -> str:
-    return os.environ.get("PYBPF_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "pybpf")
-
-
 def cache_dir() -> Path:
     from pathlib import Path
 
-    return Path(_cache_root())
+    return Path(cache_root())
 
 
 class Spec:
@@ -727,7 +724,7 @@ def load_cached(path: str, base: Spec | None = None) -> Spec:
     """Load a BTF file with its index from the disk cache (written on first use)."""
     data = _read_btf(path)
     key = _cache_key(path, data) + (f"-{_cache_key(base.name, base._buf)}" if base is not None else "")
-    cache_file = os.path.join(_cache_root(), "btf-index", f"{key}.idx{_INDEX_VERSION}")
+    cache_file = os.path.join(cache_root(), "btf-index", f"{key}.idx{_INDEX_VERSION}")
     n_words = (len(data) - HEADER.size) // 4  # bounds any record offset
     index = _read_index(cache_file, n_words)
     spec = Spec(data, base, name=path, _index=index)

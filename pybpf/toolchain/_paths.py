@@ -11,6 +11,7 @@ import subprocess
 import sysconfig
 from pathlib import Path
 
+from pybpf import _cache
 from pybpf.errors import BPFError
 
 __all__ = [
@@ -71,12 +72,7 @@ class ClangNotFoundError(BPFError, FileNotFoundError):
 
 def cache_root() -> Path:
     """`$PYBPF_CACHE`, else `$XDG_CACHE_HOME/pybpf`, else `~/.cache/pybpf`."""
-    explicit = os.environ.get("PYBPF_CACHE")
-    if explicit:
-        return Path(explicit).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "pybpf"
+    return Path(_cache.cache_root())
 
 
 def target_arch() -> str:

@@ -23,6 +23,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from pybpf._cache import cache_root
+
 __all__ = [
     "KernelImage",
     "VMTestError",
@@ -53,9 +55,8 @@ class KernelImage:
 
 
 def cache_dir() -> Path:
-    """Where kernels are kept: `$PYBPF_CACHE/kernels`, else `~/.cache/pybpf/kernels`."""
-    base = os.environ.get("PYBPF_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "pybpf")
-    return Path(base) / "kernels"
+    """Where kernels are kept: `kernels/` in pybpf's cache (pybpf._cache.cache_root)."""
+    return Path(cache_root()) / "kernels"
 
 
 def kernel_release(vmlinuz: str | os.PathLike[str]) -> str:
