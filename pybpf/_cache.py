@@ -13,3 +13,9 @@ def cache_root() -> str:
         return os.path.expanduser(explicit)
     xdg = os.environ.get("XDG_CACHE_HOME")
     return os.path.join(os.path.expanduser(xdg) if xdg else os.path.join(os.path.expanduser("~"), ".cache"), "pybpf")
+
+
+def boot_id() -> str:
+    """This boot's id: what is cached per boot (kernel BTF indexes, load plans) is keyed by it."""
+    with open("/proc/sys/kernel/random/boot_id") as f:
+        return f.read().strip()

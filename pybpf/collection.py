@@ -148,7 +148,6 @@ class Collection:
             self.__dict__["_build_spec"] = spec
         else:
             self.spec = spec
-            self.variables = {}
             name = spec.name
         self.name = name
         self.btf_fd = btf_fd
@@ -159,11 +158,16 @@ class Collection:
         self.btf_blob: bytes | None = None
         # The cached load plan this collection was loaded from (None: read from the object).
         self.plan: str | None = None
-        # Whether loading resolved something against kernel-module BTF (then it is not planned).
+        # What loading used that can change without a reboot (then the load is not planned): CO-RE
+        # resolved in kernel-module BTF (or not at all), kallsyms addresses (modules can be reloaded).
         self.uses_module_btf = False
+        self.depends_on_kallsyms = False
+        # Names of the global variables, when known without building `variables` (a replayed plan).
+        self.variable_names: frozenset[str] | None = None
 
     def __getattr__(self, name: str) -> Any:
-        # Only reached for attributes not set: the spec and variables of a deferred collection.
+        # Only reached for attributes not set: the spec of a deferred collection, and the variables
+        # (built from the spec on first use).
         if name == "spec" and "_build_spec" in self.__dict__:
             self.spec = self.__dict__.pop("_build_spec")()
             return self.spec
@@ -186,9 +190,10 @@ class Collection:
         """A RingBuffer reader of map `name`; its `lost` count reads the global `lost_variable` if there is one."""
         from pybpf.events.ringbuf import RingBuffer
 
-        if "lost_counter" not in kwargs and lost_variable in self.variables:
-            counter = self.variables[lost_variable]
-            kwargs["lost_counter"] = lambda: int(counter.value)
+        names = self.variable_names if self.variable_names is not None else self.variables
+        if "lost_counter" not in kwargs and lost_variable in names:
+            # Looked up when the count is read: a replayed collection reads its object only then.
+            kwargs["lost_counter"] = lambda: int(self.variables[lost_variable].value)
         return RingBuffer(self.maps[name], **kwargs)
 
     def perfbuf(self, name: str, **kwargs: Any) -> Any:
@@ -314,21 +319,25 @@ def load_file(path: str, read: Callable[[], ObjectFile], options: Any, *, log_le
               pin_root: str = "/sys/fs/bpf", targets: TargetBTF | None = None, cache: bool = True) -> Collection:
     """Load object file `path`, whose specs `read()` reads and adjusts as `options` (any value with a
     stable repr) say: from its cached plan when `cache` and the plan was made for these options."""
-    key = None
+    ident = None
     if cache and not log_level and targets is None:
         from pybpf import plan
 
         key = plan.options_key(options, pin_root)
-        if key is not None:
-            coll = plan.load(path, key, pin_root, read)
+        try:
+            ident = plan.identity(path, key) if key is not None else None
+        except OSError:
+            ident = None  # read() says what is wrong with the file
+        if ident is not None:
+            coll = plan.load(path, ident, pin_root, read)
             if coll is not None:
                 return coll
     obj = read()
     from pybpf.loader import load_spec
 
     coll = load_spec(obj.spec, log_level=log_level, pin_root=pin_root, targets=targets)
-    if key is not None:
-        plan.save(path, key, coll)
+    if ident is not None:
+        plan.save(path, ident, coll)
     return coll
 
 
@@ -372,7 +381,9 @@ def create_map(mspec: MapSpec, btf_fd: FD | None, pin_root: str, btf_ids: tuple[
             existing.close()
             raise BPFError(f"pinned map {pin_path} does not match the object's definition of {mspec.name}; "
                            "remove the pin or fix the definition")
-        return existing
+        # Decoded and described as a map this load created would be.
+        existing.spec = mspec
+        return existing.set_codec(key=codecs[0], value=codecs[1])
     inner_fd: FD | None = None
     inner: Map | None = None
     if mspec.inner is not None:

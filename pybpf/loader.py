@@ -13,7 +13,7 @@ from pybpf._sys import types as T
 from pybpf._sys.kernel import kernel_version_code
 from pybpf.btf import Datasec, Func, Int, Var, kernel_spec
 from pybpf.btf import types as bt
-from pybpf.collection import Collection, Variable, create_map, fill_slots, raw_codecs
+from pybpf.collection import Collection, create_map, fill_slots, raw_codecs
 from pybpf.errors import BPFError, NotSupportedError, ObjectError
 from pybpf.program import Program, ProgramSpec
 
@@ -118,9 +118,6 @@ def load_spec(
         _create_maps(coll, spec, btf_fd, pin_root)
         _load_programs(coll, spec, btf_fd, log_level, targets)
         fill_slots(coll, spec.maps, spec.programs)
-        for name, vspec in spec.variables.items():
-            if vspec.section in coll.maps:
-                coll.variables[name] = Variable(vspec, coll.maps[vspec.section])
     except BaseException:
         coll.close()
         raise
@@ -147,9 +144,11 @@ def _load_btf(spec: CollectionSpec) -> tuple[FD | None, bytes | None]:
         features = kernel_btf_features()
     except ImportError:
         pass
-    if features is not None and not features.all_supported():
+    sanitised = features is not None and not features.all_supported()
+    if sanitised:
         blob = _object_btf_blob(spec, features)
-    return marshal.load_into_kernel(blob), blob
+    # The same blob again: straight to the attempt with a log, for the error message.
+    return marshal.load_into_kernel(blob, log_level=0 if sanitised else 1), blob
 
 
 def _object_btf_blob(spec: CollectionSpec, features: KernelBTFFeatures | None) -> bytes:
@@ -323,7 +322,8 @@ def _relocate(coll: Collection, spec: CollectionSpec, name: str, pspec: ProgramS
                 raise ObjectError(f"program {name} refers to map {rel.target!r}, which was not created")
             insn.imm = (insn.imm & ~0xFFFFFFFF) | int(m.fd) if rel.kind != "map" else int(m.fd)
         elif rel.kind == "ksym":
-            _relocate_ksym(insn, spec.externs[rel.target])
+            if _relocate_ksym(insn, spec.externs[rel.target]):
+                coll.depends_on_kallsyms = True
         elif rel.kind == "kfunc":
             _relocate_kfunc(insn, spec.externs[rel.target])
     relos = spec.core_relos.get(name)
@@ -357,7 +357,9 @@ def _kernel_type_id(name: str, kinds: tuple[type[bt.Type], ...]) -> int:
 _POISONED_KFUNC_CALL = 2002000000
 
 
-def _relocate_ksym(insn: asm.Instruction, ext: ExternSpec) -> None:
+def _relocate_ksym(insn: asm.Instruction, ext: ExternSpec) -> bool:
+    """Fill in a __ksym reference; True when the value is an address from /proc/kallsyms (which, for a
+    module's symbol, changes when the module is reloaded)."""
     if ext.kind == "kfunc":
         # the address of a kernel function, i.e. bpf_ksym_exists(kfunc): its BTF id, or 0 for an absent weak one
         tid = _kernel_type_id(ext.name, (Func,))
@@ -365,17 +367,17 @@ def _relocate_ksym(insn: asm.Instruction, ext: ExternSpec) -> None:
             raise NotSupportedError(f"kfunc {ext.name}", detail="not in this kernel's BTF")
         insn.src = asm.PSEUDO_BTF_ID if tid else 0
         insn.imm = tid
-        return
+        return False
     if ext.typed:
         tid = _kernel_type_id(ext.name, (Var,))
         if not tid:
             if ext.weak:
                 insn.src = 0
                 insn.imm = 0
-                return
+                return False
             raise NotSupportedError(f"kernel variable {ext.name} (__ksym)", detail="not in this kernel's BTF")
         insn.imm = tid  # BTF id in the first slot; BTF object fd 0 (vmlinux) in the second
-        return
+        return False
     from pybpf.symbols import kernel_symbols
 
     try:
@@ -383,14 +385,15 @@ def _relocate_ksym(insn: asm.Instruction, ext: ExternSpec) -> None:
     except Exception:  # noqa: BLE001 - absent symbol
         if ext.weak:
             insn.imm = 0
-            return
+            return False
         raise NotSupportedError(f"kernel symbol {ext.name} (__ksym)", detail="not in /proc/kallsyms")
     if addr is None:
         if ext.weak:
             insn.imm = 0
-            return
+            return False
         raise NotSupportedError(f"kernel symbol {ext.name} (__ksym)", detail="not in /proc/kallsyms")
     insn.imm = addr
+    return True
 
 
 def _relocate_kfunc(insn: asm.Instruction, ext: ExternSpec) -> None:

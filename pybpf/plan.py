@@ -9,12 +9,12 @@ parameters. `load()` replays that with a handful of syscalls, importing none of 
 pybpf.asm; the collection's specs, its variables and BTF-typed key/value codecs are built from the object
 file on first use. (libbpf's "light skeletons" make the same trade at build time.)
 
-A plan is used only when the object file (device, inode, size, mtime), the kernel boot (boot_id), the
-pybpf version and the options are the ones it was made with, and when it belongs to this user and is
-writable by nobody else (it is loaded into the kernel). Loads that depend on more are not planned: BTF
-targets given by the caller, a verifier log, programs attached by fd or to kernel-module BTF, CO-RE
-resolved against module BTF, kfuncs of modules. Any failure while replaying falls back to the whole load,
-which reports errors with the object's source lines.
+A plan is used only when the object file (device, inode, size, mtime), the kernel boot (boot_id), pybpf
+(version and loading code) and the options are the ones it was made with, and when it belongs to this user
+and is writable by nobody else (it is loaded into the kernel). Loads that depend on more are not planned:
+BTF targets given by the caller, a verifier log, programs attached by fd or to kernel-module BTF, CO-RE
+resolved against module BTF (or not at all), untyped `__ksym` addresses from kallsyms. Any failure while
+replaying falls back to the whole load, which reports errors with the object's source lines.
 
 Plans live in `plans/` of pybpf's cache (`$PYBPF_CACHE`, default `~/.cache/pybpf`) as marshal data.
 """
@@ -27,7 +27,7 @@ import struct
 import zlib
 
 from pybpf import __version__
-from pybpf._cache import cache_root
+from pybpf._cache import boot_id, cache_root
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -41,17 +41,15 @@ if TYPE_CHECKING:
     from pybpf.program import ProgramSpec
 
 
-__all__ = ["load", "options_key", "plan_path", "save"]
+__all__ = ["identity", "load", "options_key", "plan_path", "save"]
 
-_FORMAT = 1
+_FORMAT = 2
 _INSN = 8
 _LD_IMM64 = 0x18  # BPF_LD | BPF_IMM | BPF_DW
-_CALL = 0x85  # BPF_JMP | BPF_CALL
 _PSEUDO_MAP_FD = 1
 _PSEUDO_MAP_VALUE = 2
-_PSEUDO_BTF_ID = 3
-_PSEUDO_KFUNC_CALL = 2
-_BOOT_ID = "/proc/sys/kernel/random/boot_id"
+# pybpf's modules whose changes change plans (with the version).
+_PLANNING_CODE = ("loader.py", "plan.py", "btf/core.py", "btf/marshal.py", "elf/reader.py")
 # Plans kept: past the first number, saving one removes the least recently written down to the second.
 _KEEP_MAX = 256
 _KEEP_AFTER_PRUNE = 192
@@ -81,24 +79,34 @@ def plan_path(path: str, key: str) -> str:
     return os.path.join(root, "plans", f"{os.path.basename(real)}.{digest:08x}.plan")
 
 
-def _identity(path: str, key: str) -> tuple[Any, ...]:
-    """What a plan must have been made for: the object file's identity, the kernel boot, pybpf, options."""
+def identity(path: str, key: str) -> tuple[Any, ...]:
+    """What a plan must have been made for: the object file (taken before it is read, so that a file
+    rebuilt during a load does not get that load's plan), the kernel boot, pybpf's loading code, options."""
     st = os.stat(path)
-    with open(_BOOT_ID) as f:
-        boot = f.read().strip()
-    return (_FORMAT, __version__, os.path.realpath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, boot,
-            os.uname().release, key)
+    return (_FORMAT, __version__, _code_stamp(), os.path.realpath(path), st.st_dev, st.st_ino, st.st_size,
+            st.st_mtime_ns, boot_id(), key)
+
+
+def _code_stamp() -> tuple[int, ...]:
+    # The version names a release; an editable install changes code under one version.
+    here = os.path.dirname(__file__)
+    return tuple(os.stat(os.path.join(here, name)).st_mtime_ns for name in _PLANNING_CODE)
+
+
+def _unchanged(path: str, ident: tuple[Any, ...]) -> bool:
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) == ident[4:8]
 
 
 # ---- replaying --------------------------------------------------------------------------------------------
 
 
-def load(path: str, key: str, pin_root: str, read: Callable[[], ObjectFile]) -> Collection | None:
-    """The collection loaded from a valid plan for object `path` and options `key` (see options_key),
-    or None (no plan, or it failed).
+def load(path: str, ident: tuple[Any, ...], pin_root: str, read: Callable[[], ObjectFile]) -> Collection | None:
+    """The collection loaded from a valid plan for object `path` and `ident` (see identity), or None (no
+    plan, or it failed).
 
     `read()` reads the object with the options applied: specs are built from it on first use."""
-    where = plan_path(path, key)
+    where = plan_path(path, ident[-1])
     try:
         fd = os.open(where, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
@@ -113,32 +121,37 @@ def load(path: str, key: str, pin_root: str, read: Callable[[], ObjectFile]) -> 
         os.close(fd)
     try:
         plan = marshal.loads(data)
-        if plan[0] != _identity(path, key):
+        if plan[0] != ident:
             return None
-    except (OSError, ValueError, EOFError, TypeError, IndexError):
+    except (ValueError, EOFError, TypeError, IndexError):
         return None
     try:
-        coll = _replay(plan, pin_root, read)
+        coll = _replay(plan, path, pin_root, read)
     except Exception:  # noqa: BLE001 - the whole load reports what went wrong, with source lines
         return None
     coll.plan = where
     return coll
 
 
-def _replay(plan: tuple[Any, ...], pin_root: str, read: Callable[[], ObjectFile]) -> Collection:
+def _replay(plan: tuple[Any, ...], path: str, pin_root: str, read: Callable[[], ObjectFile]) -> Collection:
     from pybpf._sys.syscall import btf_load
     from pybpf.collection import Collection, create_map, fill_slots, raw_codecs
+    from pybpf.errors import ObjectError
 
-    _, name, blob, map_plans, program_plans, all_programs = plan
+    ident, name, blob, map_plans, program_plans, all_programs, variable_names = plan
     btf_fd = btf_load(blob) if blob is not None else None
     spec: list[CollectionSpec] = []
 
     def collection_spec() -> CollectionSpec:
         if not spec:
+            if not _unchanged(path, ident):
+                # Its offsets and types would not describe the maps and programs loaded from the plan.
+                raise ObjectError(f"{path} changed since it was loaded; load it again to read its specs")
             spec.append(read().spec)
         return spec[0]
 
     coll = Collection(collection_spec, btf_fd, name)
+    coll.variable_names = frozenset(variable_names)
     try:
         specs: dict[str, MapSpec] = {}
         for key, mplan in map_plans:
@@ -165,8 +178,7 @@ def _map_spec(mplan: tuple[Any, ...]) -> tuple[MapSpec, tuple[int, int], tuple[i
      ids, inner, codecs_kind) = mplan
     inner_spec, inner_ids = None, (0, 0)
     if inner is not None:
-        inner_spec, _, _, _ = _map_spec(inner)
-        inner_ids = inner[12]
+        inner_spec, inner_ids, _, _ = _map_spec(inner)
     mspec = MapSpec(name=name, type=type_, key_size=key_size, value_size=value_size, max_entries=max_entries,
                     flags=flags, inner=inner_spec, pinning=pinning, numa_node=numa_node, map_extra=map_extra,
                     contents=list(contents), freeze=freeze, data=data)
@@ -187,15 +199,15 @@ def _load_program(coll: Collection, pplan: tuple[Any, ...], fds: dict[str, int],
     from pybpf._sys import types as T
     from pybpf.program import Program, ProgramSpec
 
-    (name, type_, attach_type, section, license_, kernel_version, flags, sleepable, attach_btf_id, insns, fd_sites,
-     func_info, func_info_rec_size, line_info, line_info_rec_size) = pplan
+    (name, type_, attach_type, section, attach_to, license_, kernel_version, flags, sleepable, attach_btf_id, insns,
+     fd_sites, func_info, func_info_rec_size, line_info, line_info_rec_size) = pplan
     code = bytearray(insns)
     for slot, key in fd_sites:
         struct.pack_into("<i", code, slot * _INSN + 4, fds[key])
     final = bytes(code)
     stub = ProgramSpec(
         name=name, type=T.ProgType(type_), instructions=final,  # type: ignore[arg-type]  # bytes load as is
-        license=license_, section=section,
+        license=license_, section=section, attach_to=attach_to,
         attach_type=T.AttachType(attach_type) if attach_type is not None else None,
         kernel_version=kernel_version, flags=flags, func_info=func_info, func_info_rec_size=func_info_rec_size,
         line_info=line_info, line_info_rec_size=line_info_rec_size, attach_btf_id=attach_btf_id,
@@ -218,12 +230,12 @@ def _load_program(coll: Collection, pplan: tuple[Any, ...], fds: dict[str, int],
 # ---- writing -----------------------------------------------------------------------------------------------
 
 
-def save(path: str, key: str, coll: Collection) -> None:
-    """Write the plan of a collection just loaded from object `path` with options `key` (a cache: when
-    the load cannot be planned, or the file cannot be written, nothing happens)."""
-    where = plan_path(path, key)
+def save(path: str, ident: tuple[Any, ...], coll: Collection) -> None:
+    """Write the plan of a collection just loaded from object `path` as `ident` (see identity) says (a
+    cache: when the load cannot be planned, or the file cannot be written, nothing happens)."""
+    where = plan_path(path, ident[-1])
     try:
-        plan = _plan_of(coll, _identity(path, key))
+        plan = _plan_of(coll, ident)
         data = marshal.dumps(plan)
     except (_NotPlannable, OSError, ValueError, KeyError):
         return
@@ -258,23 +270,21 @@ def _prune(directory: str) -> None:
         pass
 
 
-def _plan_of(coll: Collection, identity: tuple[Any, ...]) -> tuple[Any, ...]:
-    from pybpf.loader import btf_ids, map_codecs
-
+def _plan_of(coll: Collection, ident: tuple[Any, ...]) -> tuple[Any, ...]:
     if coll.uses_module_btf:
         raise _NotPlannable("CO-RE used kernel-module BTF, which can change without a reboot")
+    if coll.depends_on_kallsyms:
+        raise _NotPlannable("__ksym addresses come from kallsyms, where modules move when reloaded")
     spec = coll.spec
-    maps = []
-    for key in coll.maps:
-        maps.append((key, _map_plan(spec.maps[key], btf_ids, map_codecs)))
+    maps = [(key, _map_plan(spec.maps[key])) for key in coll.maps]
     by_fd = {int(m.fd): key for key, m in coll.maps.items()}
     programs = [_program_plan(name, p.spec, by_fd) for name, p in coll.programs.items()]
-    return identity, coll.name, coll.btf_blob, maps, programs, list(spec.programs)
+    return ident, coll.name, coll.btf_blob, maps, programs, list(spec.programs), list(spec.variables)
 
 
-def _map_plan(mspec: MapSpec, btf_ids: Callable[[MapSpec], tuple[int, int]],
-              map_codecs: Callable[[MapSpec], tuple[Any, Any]]) -> tuple[Any, ...]:
+def _map_plan(mspec: MapSpec) -> tuple[Any, ...]:
     from pybpf.btf import Type
+    from pybpf.loader import btf_ids, map_codecs
 
     key_codec, value_codec = map_codecs(mspec)
     if isinstance(key_codec, Type) or isinstance(value_codec, Type):
@@ -283,7 +293,7 @@ def _map_plan(mspec: MapSpec, btf_ids: Callable[[MapSpec], tuple[int, int]],
         codecs_kind = "none"
     else:
         codecs_kind = "raw"
-    inner = _map_plan(mspec.inner, btf_ids, map_codecs) if mspec.inner is not None else None
+    inner = _map_plan(mspec.inner) if mspec.inner is not None else None
     return (mspec.name, int(mspec.type), mspec.key_size, mspec.value_size, mspec.max_entries, mspec.flags,
             mspec.numa_node, mspec.map_extra, mspec.pinning, mspec.freeze, mspec.data, list(mspec.contents),
             btf_ids(mspec), inner, codecs_kind)
@@ -296,30 +306,25 @@ def _program_plan(name: str, pspec: ProgramSpec | None, by_fd: dict[int, str]) -
         raise _NotPlannable(f"program {name} is attached by fd")
     insns = pspec.instructions if isinstance(pspec.instructions, bytes) else pspec.instructions.encode()
     return (name, int(pspec.type), int(pspec.attach_type) if pspec.attach_type is not None else None,
-            pspec.section, pspec.license, pspec.kernel_version, pspec.flags, pspec.sleepable, pspec.attach_btf_id,
+            pspec.section, pspec.attach_to, pspec.license, pspec.kernel_version, pspec.flags, pspec.sleepable, pspec.attach_btf_id,
             insns, _fd_sites(name, insns, by_fd), pspec.func_info, pspec.func_info_rec_size, pspec.line_info,
             pspec.line_info_rec_size)
 
 
 def _fd_sites(name: str, insns: bytes, by_fd: dict[int, str]) -> list[tuple[int, str]]:
-    """(instruction slot, map key) of every ld_imm64 that takes a map's fd; refuses other kinds of fds."""
+    """(instruction slot, map key) of every ld_imm64 that takes a map's fd; refuses other fds."""
     sites = []
     n = len(insns) // _INSN
     i = 0
     while i < n:
-        code, regs, off, imm = struct.unpack_from("<BBhi", insns, i * _INSN)
-        src = regs >> 4
-        if code == _LD_IMM64:
-            if src in (_PSEUDO_MAP_FD, _PSEUDO_MAP_VALUE):
-                key = by_fd.get(imm)
-                if key is None:
-                    raise _NotPlannable(f"program {name} refers to map fd {imm}, not one of the collection's")
-                sites.append((i, key))
-            elif src == _PSEUDO_BTF_ID and struct.unpack_from("<i", insns, (i + 1) * _INSN + 4)[0]:
-                raise _NotPlannable(f"program {name} refers to a kernel-module variable")
-            i += 2
+        code, regs, _, imm = struct.unpack_from("<BBhi", insns, i * _INSN)
+        if code != _LD_IMM64:
+            i += 1
             continue
-        if code == _CALL and src == _PSEUDO_KFUNC_CALL and off:
-            raise _NotPlannable(f"program {name} calls a kernel-module kfunc")
-        i += 1
+        if regs >> 4 in (_PSEUDO_MAP_FD, _PSEUDO_MAP_VALUE):
+            key = by_fd.get(imm)
+            if key is None:
+                raise _NotPlannable(f"program {name} refers to map fd {imm}, not one of the collection's")
+            sites.append((i, key))
+        i += 2
     return sites

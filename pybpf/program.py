@@ -350,6 +350,7 @@ class Program:
         # The section name chooses the hook attach() uses; kept apart from the spec, which a collection
         # loaded from a cached plan builds only when asked for (see defer_spec).
         self.section = spec.section if spec is not None else ""
+        self.attach_to = spec.attach_to if spec is not None else ""  # tp_btf/fentry/lsm/iter target
         self.verifier_log = verifier_log
         self._id = 0
         self._tag = ""

@@ -202,3 +202,46 @@ def test_plans_follow_xdg_cache_home(tmp_path: Path, obj_copy: Callable[[str], P
     assert len(_plans(tmp_path / "xdg" / "pybpf")) == 1
     with pybpf.load(obj) as coll:
         assert coll.plan is not None and coll.plan.startswith(str(tmp_path / "xdg" / "pybpf"))
+
+
+def test_replayed_ring_buffer_reads_its_object_only_for_the_lost_count(cache: Path,
+                                                                        obj_copy: Callable[[str], Path]) -> None:
+    obj = obj_copy("events_seq")
+    pybpf.load(obj).close()
+    code = (
+        "import sys, pybpf\n"
+        "c = pybpf.load(sys.argv[1])\n"
+        "assert c.plan, 'not replayed'\n"
+        "rb = c.ringbuf('rb')\n"
+        "print('pybpf.elf.reader' in sys.modules)\n"
+        "print(rb.lost)\n"  # the program's global `dropped`: now the object is read
+        "print('pybpf.elf.reader' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(obj)], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYBPF_CACHE": str(cache)}).stdout.splitlines()
+    assert out == ["False", "0", "True"], out
+
+
+def test_specs_of_a_replayed_load_refuse_a_rebuilt_object(cache: Path, obj_copy: Callable[[str], Path]) -> None:
+    obj = obj_copy("load_globals")
+    pybpf.load(obj).close()
+    with pybpf.load(obj) as coll:
+        assert coll.plan is not None
+        st = obj.stat()
+        os.utime(obj, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))  # rebuilt since the replay
+        with pytest.raises(pybpf.ObjectError, match="changed since it was loaded"):
+            _ = coll.variables
+        assert coll.programs["compute"].test_run().retval == 0  # what was loaded still runs
+
+
+def test_reused_pin_is_decoded_and_described_like_a_created_map(cache: Path, obj_copy: Callable[[str], Path],
+                                                                 pin_root: str) -> None:
+    obj = obj_copy("elf_maps")
+    skip_entry = {"entry": False}
+    with pybpf.load(obj, pin_root=pin_root, autoload=skip_entry, cache=False) as created:
+        created_spec = created.maps["sized"].spec
+    with pybpf.load(obj, pin_root=pin_root, autoload=skip_entry, cache=False) as reused:
+        reused_map = reused.maps["sized"]
+        assert reused_map.spec is not None and created_spec is not None
+        assert reused_map.spec.name == created_spec.name == "sized"
+        assert reused_map.key_codec.size == 4
