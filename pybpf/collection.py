@@ -406,14 +406,6 @@ def create_map(mspec: MapSpec, btf_fd: FD | None, pin_root: str, btf_ids: tuple[
     return m
 
 
-def raw_codecs(key_size: int, value_size: int) -> tuple[Any, Any]:
-    """The codecs of maps whose values are not decoded as one BTF type: ring and perf buffers, and global
-    data sections (read per variable)."""
-    from pybpf.map import RawCodec
-
-    return ("=I" if key_size == 4 else RawCodec(key_size)), RawCodec(value_size)
-
-
 def fill_slots(coll: Collection, maps: Mapping[str, MapSpec], program_names: Iterable[str]) -> None:
     """Slots of prog arrays and maps of maps that the object initialises with programs or maps
     (`values = {...}`); Map.create filled the others."""

@@ -11,10 +11,11 @@ import os
 from pybpf import asm
 from pybpf._sys import types as T
 from pybpf._sys.kernel import kernel_version_code
-from pybpf.btf import Datasec, Func, Int, Var, kernel_spec
+from pybpf.btf import Func, Int, Var, kernel_spec
 from pybpf.btf import types as bt
-from pybpf.collection import Collection, create_map, fill_slots, raw_codecs
+from pybpf.collection import Collection, create_map, fill_slots
 from pybpf.errors import BPFError, NotSupportedError, ObjectError
+from pybpf.map import default_codecs
 from pybpf.program import Program, ProgramSpec
 
 TYPE_CHECKING = False
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from pybpf.elf.collection import CollectionSpec, ExternSpec
     from pybpf.map import MapSpec
 
-__all__ = ["btf_ids", "kernel_config", "load_spec", "map_codecs"]
+__all__ = ["btf_ids", "kernel_config", "load_spec"]
 
 _KCONFIG = ".kconfig"
 
@@ -254,7 +255,7 @@ def _create_maps(coll: Collection, spec: CollectionSpec, btf_fd: FD | None, pin_
 
     for key, mspec in spec.maps.items():
         inner_ids = btf_ids(mspec.inner) if mspec.inner is not None else (0, 0)
-        coll.maps[key] = create_map(mspec, btf_fd, pin_root, btf_ids(mspec), map_codecs(mspec), inner_ids)
+        coll.maps[key] = create_map(mspec, btf_fd, pin_root, btf_ids(mspec), default_codecs(mspec), inner_ids)
 
 
 # Map types created without BTF key/value ids, as libbpf does (the kernel refuses or ignores them).
@@ -273,14 +274,6 @@ def btf_ids(mspec: MapSpec) -> tuple[int, int]:
     kid = mspec.key_type.id if mspec.key_type is not None else 0
     vid = mspec.value_type.id if mspec.value_type is not None else 0
     return kid, vid
-
-
-def map_codecs(mspec: MapSpec) -> tuple[Any, Any]:
-    """BTF codecs for keys and values when the object describes them (raw bytes otherwise)."""
-    if mspec.type in (T.MapType.RINGBUF, T.MapType.PERF_EVENT_ARRAY) or isinstance(mspec.value_type, Datasec):
-        # Global data is read through Variables; the value is the whole section.
-        return raw_codecs(mspec.key_size, mspec.value_size)
-    return mspec.key_type, mspec.value_type
 
 
 def _load_programs(coll: Collection, spec: CollectionSpec, btf_fd: FD | None, log_level: int,

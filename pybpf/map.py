@@ -23,6 +23,7 @@ import sys
 from _thread import allocate_lock
 from array import array
 
+from pybpf._lazy import lazy_attributes
 from pybpf._sys import FD, bpf, bpf_fd
 from pybpf._sys import types as T
 from pybpf._sys.cpus import possible_cpus
@@ -59,12 +60,8 @@ __all__ = [
 Buffer = bytes | bytearray | memoryview
 
 
-def __getattr__(name: str) -> Any:
-    if name == "Codec":  # built on demand: a typing.Protocol (see pybpf._codec_protocol)
-        from pybpf._codec_protocol import Codec
-
-        return Codec
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# Codec, a typing.Protocol, is built on demand (see pybpf._codec_protocol).
+__getattr__ = lazy_attributes(__name__, {"Codec": "pybpf._codec_protocol"}, globals())
 MapType = T.MapType
 
 # ---- the hot-path system call ------------------------------------------------------------------------------
@@ -427,6 +424,21 @@ def _is_datasec(t: BtfType) -> bool:
     return isinstance(t, Datasec)
 
 
+def raw_codecs(key_size: int, value_size: int) -> tuple[CodecLike, CodecLike]:
+    """The codecs of maps whose values are not decoded as one BTF type: ring and perf buffers, and global
+    data sections (read per variable)."""
+    return ("=I" if key_size == 4 else RawCodec(key_size)), RawCodec(value_size)
+
+
+def default_codecs(spec: MapSpec) -> tuple[CodecLike, CodecLike]:
+    """How a map made from `spec` decodes by default: its BTF key and value types (None: set_codec's
+    defaults), raw bytes for ring and perf buffers and for global data sections (a DATASEC value)."""
+    if spec.type in (MapType.RINGBUF, MapType.PERF_EVENT_ARRAY) or (
+            spec.value_type is not None and _is_datasec(spec.value_type)):
+        return raw_codecs(spec.key_size, spec.value_size)
+    return spec.key_type, spec.value_type
+
+
 def make_codec(spec: CodecLike, size: int, role: str = "value") -> Codec:
     """A codec from None (raw bytes), a struct format, a ctypes type, a Codec or a BTF type; checks its size."""
     codec: Codec
@@ -727,17 +739,18 @@ class Map:
     ) -> Map:
         """Create the map in the kernel, fill it with spec.data/spec.contents and freeze it if asked."""
         spec = _fixup_spec(spec)
-        # BTF types from the spec decode keys and values, except a DATASEC (.data/.bss/.rodata maps): those
-        # stay raw bytes, read and written per variable by the collection.
-        if key is None and spec.key_type is not None:
-            key = spec.key_type
-        if value is None and spec.value_type is not None and not _is_datasec(spec.value_type):
-            value = spec.value_type
-        # Check explicit codecs before the kernel object exists.
+        # A spec with BTF types (from an object) decodes as the loader's maps do; a hand-made one keeps
+        # set_codec's defaults (None). Codecs are built, and so checked, before the kernel object exists.
+        typed = spec.key_type is not None or spec.value_type is not None
+        default_key, default_value = default_codecs(spec) if typed else (None, None)
+        if key is None:
+            key = default_key
+        if value is None:
+            value = default_value
         if key is not None:
-            make_codec(key, spec.key_size, "key")
+            key = make_codec(key, spec.key_size, "key")
         if value is not None:
-            make_codec(value, spec.value_size, "value")
+            value = make_codec(value, spec.value_size, "value")
         inner_owned: Map | None = None
         if spec.type in MAP_IN_MAP_TYPES and inner_map_fd is None:
             if spec.inner is None:

@@ -135,8 +135,9 @@ def load(path: str, ident: tuple[Any, ...], pin_root: str, read: Callable[[], Ob
 
 def _replay(plan: tuple[Any, ...], path: str, pin_root: str, read: Callable[[], ObjectFile]) -> Collection:
     from pybpf._sys.syscall import btf_load
-    from pybpf.collection import Collection, create_map, fill_slots, raw_codecs
+    from pybpf.collection import Collection, create_map, fill_slots
     from pybpf.errors import ObjectError
+    from pybpf.map import raw_codecs
 
     ident, name, blob, map_plans, program_plans, all_programs, variable_names = plan
     btf_fd = btf_load(blob) if blob is not None else None
@@ -187,9 +188,9 @@ def _map_spec(mplan: tuple[Any, ...]) -> tuple[MapSpec, tuple[int, int], tuple[i
 
 def _defer_map(m: Map, key: str, collection_spec: Callable[[], CollectionSpec], btf_codecs: bool) -> None:
     def codecs() -> tuple[Any, Any]:
-        from pybpf.loader import map_codecs
+        from pybpf.map import default_codecs
 
-        return map_codecs(collection_spec().maps[key])
+        return default_codecs(collection_spec().maps[key])
 
     m.defer(lambda: collection_spec().maps[key], codecs if btf_codecs else None)
 
@@ -284,9 +285,10 @@ def _plan_of(coll: Collection, ident: tuple[Any, ...]) -> tuple[Any, ...]:
 
 def _map_plan(mspec: MapSpec) -> tuple[Any, ...]:
     from pybpf.btf import Type
-    from pybpf.loader import btf_ids, map_codecs
+    from pybpf.loader import btf_ids
+    from pybpf.map import default_codecs
 
-    key_codec, value_codec = map_codecs(mspec)
+    key_codec, value_codec = default_codecs(mspec)
     if isinstance(key_codec, Type) or isinstance(value_codec, Type):
         codecs_kind = "btf"
     elif key_codec is None and value_codec is None:

@@ -245,3 +245,20 @@ def test_reused_pin_is_decoded_and_described_like_a_created_map(cache: Path, obj
         assert reused_map.spec is not None and created_spec is not None
         assert reused_map.spec.name == created_spec.name == "sized"
         assert reused_map.key_codec.size == 4
+
+
+def test_deferred_codecs_cover_everything_set_codec_sets() -> None:
+    # Map.defer leaves unset what set_codec sets, to build it on first use: the two lists must agree, or a
+    # replayed map would keep a default codec for what the list misses.
+    from pybpf.map import _CODEC_ATTRIBUTES, Map, MapSpec, MapType
+
+    with Map.create(MapSpec(name="codec_attrs", type=MapType.HASH, key_size=4, value_size=8,
+                            max_entries=1)) as m:
+        before = dict(vars(m))
+        for name in _CODEC_ATTRIBUTES:
+            del m.__dict__[name]
+        m.set_codec(key="I", value="Q")
+        assigned = {name for name, value in vars(m).items() if before.get(name, object()) is not value}
+        assert assigned == set(_CODEC_ATTRIBUTES)
+        m[1] = 2
+        assert m[1] == 2
