@@ -202,7 +202,7 @@ def collect_defines() -> dict[str, int]:
 class Gen:
     def __init__(self, spec: Spec) -> None:
         self.spec = spec
-        self.lines: list[str] = []
+        self.sizes: list[tuple[str, int]] = []  # top-level structs: (class name, size on this kernel)
         self.emitted: set[str] = set()
         self.deps: list[list[str]] = []  # per composite being emitted: the classes its fields use
         self.classes: list[tuple[str, list[str], list[str]]] = []  # (name, class lines, dependencies)
@@ -266,12 +266,9 @@ class Gen:
         out.append("    ]")
         if isinstance(t, Struct) and t.size:
             out.append("")
-        self.lines.append("\n".join(out) + "\n\n")
         self.classes.append((pyname, out, list(dict.fromkeys(self.deps.pop()))))
         if top:
             self.sizes.append((pyname, t.size))
-
-    sizes: list[tuple[str, int]] = []
 
 
 def _align_up(v: int, a: int) -> int:
@@ -290,7 +287,6 @@ def _camel(name: str) -> str:
 
 def _collect(spec: Spec) -> _Parts:
     gen = Gen(spec)
-    gen.sizes = []
     attr = spec.find("bpf_attr", Union)
     assert isinstance(attr, Union)
     command_of: dict[str, str] = {}
@@ -376,9 +372,9 @@ _PREAMBLE = [
 ]
 
 
-def generate(spec: Spec) -> str:
+def generate(spec: Spec, parts: _Parts | None = None) -> str:
     """pybpf/_sys/types.py: constants eagerly; every enum and struct built on first use."""
-    parts = _collect(spec)
+    parts = parts or _collect(spec)
     out: list[str] = [
         *_PREAMBLE,
         "",
@@ -447,9 +443,9 @@ def generate(spec: Spec) -> str:
     return "\n".join(out)
 
 
-def generate_stub(spec: Spec) -> str:
+def generate_stub(spec: Spec, parts: _Parts | None = None) -> str:
     """pybpf/_sys/types.pyi: every name of types.py, declared eagerly for type checkers."""
-    parts = _collect(spec)
+    parts = parts or _collect(spec)
     out: list[str] = [
         *_PREAMBLE,
         "",
@@ -493,10 +489,11 @@ def main() -> None:
     ap.add_argument("-o", "--output", default=str(Path(__file__).resolve().parent.parent / "pybpf/_sys/types.py"))
     args = ap.parse_args()
     spec = Spec.from_file(args.btf)
-    text = generate(spec)
+    parts = _collect(spec)  # BTF and UAPI headers read once for both files
+    text = generate(spec, parts)
     Path(args.output).write_text(text)
     stub = Path(args.output).with_suffix(".pyi")
-    stub.write_text(generate_stub(spec))
+    stub.write_text(generate_stub(spec, parts))
     print(f"wrote {args.output} ({len(text.splitlines())} lines) and {stub}")
 
 
