@@ -14,8 +14,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from pybpf._cache import cache_root
+
 DEBIAN_PYTHON = "/usr/bin/python3"  # python3-bpfcc installs into Debian's interpreter, not a pyenv one
-CACHE = Path(os.environ.get("PYBPF_CACHE", Path.home() / ".cache" / "pybpf")) / "bcc-kernel-headers"
+CACHE = Path(cache_root()) / "bcc-kernel-headers"
 
 
 def _newest(pattern: str) -> Path | None:

@@ -17,14 +17,19 @@ ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "bench" / "build"
 
 
-def c_loader() -> Path:
-    """The small libbpf C loader (bench/c/loader.c), built once."""
-    out = BUILD / "loader"
-    src = ROOT / "bench" / "c" / "loader.c"
+def build_c(name: str, libs: tuple[str, ...] = ()) -> Path:
+    """bench/c/NAME.c built with gcc into bench/build (again only when the source is newer)."""
+    out = BUILD / name
+    src = ROOT / "bench" / "c" / f"{name}.c"
     if not out.exists() or out.stat().st_mtime < src.stat().st_mtime:
         BUILD.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["gcc", "-O2", "-o", str(out), str(src), "-lbpf"], check=True)
+        subprocess.run(["gcc", "-O2", "-o", str(out), str(src), *libs], check=True)
     return out
+
+
+def c_loader() -> Path:
+    """The small libbpf C loader (bench/c/loader.c)."""
+    return build_c("loader", ("-lbpf",))
 
 
 def bpf_object(path: str | Path) -> Path:

@@ -30,6 +30,8 @@ import pybpf.collection as pc
 from pybpf.toolchain import compile as compile_bpf
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _common import build_c, c_loader  # noqa: E402
 
 FORMS = ["iterator", "callback", "batch", "raw"]
 LABELS = {"c": "libbpf C (ring_buffer__poll)", "iterator": "pybpf iterator (decoded)",
@@ -72,12 +74,6 @@ while time.monotonic() < deadline:
 b.ring_buffer_consume()
 print("delivered", delivered, "dropped", b["counters"][1].value, flush=True)
 '''
-
-
-def build_c(name: str, out_dir: Path, libs: list[str]) -> Path:
-    exe = out_dir / name
-    subprocess.run(["gcc", "-O2", "-o", str(exe), str(HERE / "c" / f"{name}.c"), *libs], check=True)
-    return exe
 
 
 def start_producer(exe: Path, secs: float) -> subprocess.Popen[str]:
@@ -205,12 +201,12 @@ def main() -> int:
     forms = [f for f in FORMS if not only or f in only]
     with tempfile.TemporaryDirectory() as tmp:
         obj = compile_bpf(HERE / "bpf" / "events.bpf.c", include=[HERE / "bpf"])
-        producer = build_c("getpid_loop", Path(tmp), [])
+        producer = build_c("getpid_loop")
         out: list[str] = []
         if args.mode in ("live", "all"):
             live: dict[str, dict[str, float]] = {}
             if not only or "c" in only:
-                loader = build_c("loader", Path(tmp), ["-lbpf"])
+                loader = c_loader()
                 live["c"] = run_live_c(obj, loader, producer, args.secs)
                 print(f"c: {live['c']}", file=sys.stderr)
                 time.sleep(0.5)

@@ -40,7 +40,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 from _bcc import bcc_runtime  # noqa: E402
-from _common import add_interpreter_option, python, python_env  # noqa: E402
+from _common import add_interpreter_option, c_loader, python, python_env  # noqa: E402
 
 ROOT = BENCH.parent
 
@@ -202,17 +202,12 @@ def _compile_objects(work: Path) -> dict[str, str]:
     return objs
 
 
-def _build_loader(work: Path) -> str | None:
-    gcc = shutil.which("gcc") or shutil.which("cc")
-    if gcc is None:
+def _build_loader() -> str | None:
+    try:
+        return str(c_loader())
+    except (OSError, subprocess.CalledProcessError) as exc:
+        print(f"# libbpf loader did not build: {exc}", file=sys.stderr)
         return None
-    out = work / "loader"
-    result = subprocess.run([gcc, "-O2", "-o", str(out), str(BENCH / "c" / "loader.c"), "-lbpf"],
-                            capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        print(f"# libbpf loader did not build: {result.stderr.strip()[-300:]}", file=sys.stderr)
-        return None
-    return str(out)
 
 
 def make_tools(work: Path, objs: dict[str, str], wanted: set[str]) -> tuple[list[Tool], list[str]]:
@@ -232,7 +227,7 @@ def make_tools(work: Path, objs: dict[str, str], wanted: set[str]) -> tuple[list
                                                         interpreter, objs[o]], "Attached", False,
                           "attached = its 'Attached N link(s)' line (printed just after attaching)", env=pyenv))
     if "libbpf" in wanted:
-        loader = _build_loader(work)
+        loader = _build_loader()
         if loader is None:
             notes.append("libbpf C loader skipped: it did not build (gcc and libbpf-dev needed)")
         else:
