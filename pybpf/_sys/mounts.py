@@ -17,18 +17,27 @@ DEBUGFS_MAGIC = 0x64626720
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
+def _mounts() -> list[tuple[str, str]]:
+    """(mount point, filesystem type) of every mount in /proc/self/mounts, in mount order."""
+    try:
+        with open("/proc/self/mounts") as f:
+            return [(parts[1], parts[2]) for parts in map(str.split, f) if len(parts) >= 3]
+    except OSError:
+        return []
+
+
 def _fs_type(path: str) -> str | None:
     """The filesystem type mounted exactly at path, from /proc/self/mounts."""
     found = None
-    try:
-        with open("/proc/self/mounts") as f:
-            for line in f:
-                parts = line.split()
-                if len(parts) >= 3 and parts[1] == path:
-                    found = parts[2]  # the last mount at a path wins
-    except OSError:
-        return None
+    for point, fstype in _mounts():
+        if point == path:
+            found = fstype  # the last mount at a path wins
     return found
+
+
+def mount_point(fstype: str) -> str | None:
+    """Where a filesystem of type `fstype` ("cgroup2", "bpf") is mounted first (None: nowhere)."""
+    return next((point for point, kind in _mounts() if kind == fstype), None)
 
 
 def _mount(fstype: str, target: str) -> None:

@@ -29,6 +29,7 @@ __all__ = ["LINK_KINDS", "MISC_FEATURES", "probe_link", "probe_misc", "require_m
 _BAD_FD = 0x7FFFFFFF  # no process has this many files open
 _BPF_MAXINSNS = 4096  # the instruction limit of kernels before 5.2 (and of unprivileged programs)
 _PMU_DIR = "/sys/bus/event_source/devices"
+_LOOPBACK_IFINDEX = 1
 
 R0, R1 = asm.R0, asm.R1
 
@@ -214,6 +215,13 @@ def _uprobe_multi_setup(attr: T.LinkCreateAttr) -> object:
     return (path, offsets)
 
 
+def _xdp_setup(attr: T.LinkCreateAttr) -> object:
+    # A missing device is EINVAL for XDP links, as is an unknown attach type. Offload mode on loopback (ifindex
+    # 1 in every namespace) instead gets as far as asking the driver, which has no XDP: EOPNOTSUPP.
+    attr.flags = T.XDP_FLAGS_HW_MODE
+    return None
+
+
 def _link_create() -> ProbeResult:
     # Invalid prog fd: a kernel with BPF_LINK_CREATE looks it up (EBADF); older ones reject the command.
     ret = bpf_errno(T.Cmd.LINK_CREATE, T.LinkCreateAttr(prog_fd=_BAD_FD, target_fd=_BAD_FD,
@@ -238,6 +246,8 @@ LINK_KINDS: dict[str, Callable[[], ProbeResult]] = {
                                      setup=_uprobe_multi_setup, target=0),
     "netfilter_link": _link_probe(P.NETFILTER, A.NETFILTER, found=(_errno.EAFNOSUPPORT, _errno.EPROTO),
                                   target=0),
+    "xdp_link": _link_probe(P.XDP, A.XDP, found=(_errno.EOPNOTSUPP,), expected_attach_type=0,
+                            setup=_xdp_setup, target=_LOOPBACK_IFINDEX),
     "tcx_link": _link_probe(P.SCHED_CLS, A.TCX_INGRESS, found=(_errno.ENODEV,), expected_attach_type=0),
     "netkit_link": _link_probe(P.SCHED_CLS, A.NETKIT_PRIMARY, found=(_errno.ENODEV,), expected_attach_type=0),
     "sockmap_link": _link_probe(P.SK_MSG, A.SK_MSG_VERDICT, found=(_errno.EBADF,), expected_attach_type=0),

@@ -162,6 +162,7 @@ MISC: dict[str, str] = {
     "link_create": "5.7",
     "cgroup_link": "5.7",
     "netns_link": "5.8",
+    "xdp_link": "5.9",
     "perf_event_link": "5.15",
     "kprobe_multi_link": "5.18",
     "uprobe_multi_link": "6.6",

@@ -15,13 +15,14 @@ import os
 import socket
 
 from pybpf._sys.fd import FD
-from pybpf.errors import BPFError
+from pybpf.errors import BPFError, NotSupportedError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from typing import Any
 
-__all__ = ["NETNS_DIR", "in_netns", "open_netns", "resolve_ifindex"]
+__all__ = ["NETNS_DIR", "device_where", "in_netns", "netlink_errno", "open_iproute", "open_netns", "resolve_ifindex"]
 
 NETNS_DIR = "/run/netns"  # where `ip netns add` keeps named namespaces
 _CLONE_NEWNET = 0x40000000
@@ -81,3 +82,38 @@ def resolve_ifindex(iface: str | int) -> tuple[int, str]:
     except OSError:
         raise BPFError(f"no network interface {iface!r} in this network namespace (pass netns= when it lives "
                        "in another one)", _errno.ENODEV) from None
+
+
+def device_where(ifname: str, ifindex: int, netns: NetnsLike | None, *, name_suffix: str = "", extra: str = "") -> str:
+    """A device for messages: "eth0 ingress (ifindex 3, netns blue, generic)"."""
+    name = f"{ifname} {name_suffix}" if name_suffix else ifname
+    details = [f"ifindex {ifindex}"]
+    if netns is not None:
+        details.append(f"netns {netns}")
+    if extra:
+        details.append(extra)
+    return f"{name} ({', '.join(details)})"
+
+
+# ---- rtnetlink (pyroute2), for the forms kernels without the BPF link need ---------------------------------
+
+
+def open_iproute(link_kind: str, form: str) -> Any:
+    """A pyroute2 IPRoute socket (bound to the calling thread's network namespace), for a kernel without
+    the BPF link of `link_kind` (a pybpf.features.LINK_KINDS key) that needs `form` through netlink;
+    NotSupportedError naming both when pyroute2 is not installed."""
+    try:
+        from pyroute2 import IPRoute
+    except ImportError:
+        from pybpf.features.versions import first_kernel
+        from pybpf.link.base import link_feature
+
+        raise NotSupportedError(link_feature(link_kind), first_kernel("misc", link_kind),
+                                detail=f"this kernel needs {form}, which uses pyroute2: pip install pyroute2") from None
+    return IPRoute()
+
+
+def netlink_errno(exc: BaseException) -> int:
+    """The errno a pyroute2 NetlinkError carries in `.code` (0: another kind of exception)."""
+    code = getattr(exc, "code", 0)
+    return int(code) if isinstance(code, int) else 0

@@ -246,3 +246,133 @@ def _at_exit() -> None:
 atexit.register(_at_exit)
 
 
+
+
+# ---- shared by the attach modules ------------------------------------------------------------------------
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from contextlib import AbstractContextManager
+
+
+def prog_type_name(program: Program) -> str:
+    """The program type in lower case for messages ("sk_lookup"; a number the ABI does not name)."""
+    return str(getattr(program.type, "name", program.type)).lower()
+
+
+def attach_error(what: str, where: str, err: int, command: str, hints: Mapping[int, str] | None = None) -> BPFError:
+    """The error of a failed attach: "attaching WHAT to WHERE (hint for this errno) failed: EXXX (...)"."""
+    hint = hints.get(err, "") if hints else ""
+    return BPFError(f"attaching {what} to {where}" + (f" ({hint})" if hint else "") + " failed", err, command)
+
+
+def resolve_attach_type(
+    program: Program,
+    attach_type: str | T.AttachType | None,
+    by_prog_type: Mapping[T.ProgType, Sequence[T.AttachType]],
+    *,
+    hook: str,
+    takes: str,
+    parse: Callable[[str], T.AttachType],
+) -> T.AttachType:
+    """The attach type to use for `program` on `hook` ("a cgroup", "a sockmap"): `attach_type` (a name
+    given to `parse`, or an AttachType), else the program's own (from its section), else the only one its
+    type has. Checked against `by_prog_type`; `takes` names the sections `hook` takes, for the error
+    when the program type has no entry there."""
+    allowed = by_prog_type.get(program.type) if isinstance(program.type, T.ProgType) else None
+    kind = prog_type_name(program)
+    if allowed is None:
+        raise BPFError(f"program {program.name!r} is a {kind} program; {hook} takes {takes} programs", errno.EINVAL)
+    names = ", ".join(a.name.lower() for a in allowed)
+    if attach_type is None:
+        own = program.attach_type
+        if own is not None:
+            if own not in allowed:
+                raise BPFError(f"program {program.name!r} ({kind}) was loaded to attach as {own.name.lower()}, which "
+                               f"{hook} does not have; {kind} programs attach to it as {names} (pass attach_type=)",
+                               errno.EINVAL)
+            return own
+        if len(allowed) == 1:
+            return allowed[0]
+        raise ValueError(f"program {program.name!r} does not say where it attaches (its section is generic); "
+                         f"pass attach_type= one of {names}")
+    resolved = attach_type if isinstance(attach_type, T.AttachType) else parse(attach_type)
+    if resolved not in allowed:
+        raise ValueError(f"{resolved.name} is not an attach type of {kind} programs on {hook} (those are: {names})")
+    return resolved
+
+
+def link_feature(kind: str) -> str:
+    """What a link kind of pybpf.features.LINK_KINDS is called in messages: "tcx_link" -> "tcx BPF links"."""
+    return kind.removesuffix("_link").replace("_", " ") + " BPF links"
+
+
+def use_link(kind: str, legacy: bool | None, detail: str = "") -> bool:
+    """Whether to attach with a BPF link of `kind` (a pybpf.features.LINK_KINDS key) or the legacy form:
+    `legacy` True says legacy, None lets the kernel decide (a link where it has one), False insists on a
+    link and raises NotSupportedError (naming the first kernel with it, then `detail`) where it has none."""
+    if legacy:
+        return False
+    from pybpf.features.misc import probe_link
+
+    if probe_link(kind).supported:
+        return True
+    if legacy is None:
+        return False
+    from pybpf.errors import NotSupportedError
+    from pybpf.features.versions import first_kernel
+
+    raise NotSupportedError(link_feature(kind), first_kernel("misc", kind), detail=detail)
+
+
+def prog_attach(
+    program: Program,
+    target: FD | int,
+    attach_type: T.AttachType,
+    *,
+    flags: int = 0,
+    what: str,
+    where: str,
+    hints: Mapping[int, str] | None = None,
+    ctx: Callable[[FD], AbstractContextManager[object]] | None = None,
+    send_target: bool = True,
+) -> Callable[[], None]:
+    """BPF_PROG_ATTACH `program` to `target` (a cgroup, map or netns fd); returns the undo step for a
+    `Link`, which does BPF_PROG_DETACH of exactly this program (already gone, ENOENT, is fine).
+
+    The target and program fds are duplicated and kept until then: the detach names both. `ctx`, when
+    given, is entered (with the kept target fd) around both calls, e.g. to run them in a network
+    namespace; with `send_target` False the kernel gets target_fd 0 instead (flow dissectors: it takes the
+    caller's namespace and refuses a target fd). `what`/`where`/`hints` word the errors (see attach_error)."""
+    from pybpf._sys.syscall import bpf_errno
+
+    kept_target = FD(os.dup(int(target)))
+    prog = program.fd.dup()
+
+    def call(cmd: T.Cmd, attach_flags: int) -> int:
+        attr = T.ProgAttachAttr(target_fd=int(kept_target) if send_target else 0, attach_bpf_fd=int(prog),
+                                attach_type=int(attach_type), attach_flags=attach_flags)
+        if ctx is None:
+            return bpf_errno(cmd, attr)
+        with ctx(kept_target):
+            return bpf_errno(cmd, attr)
+
+    try:
+        ret = call(T.Cmd.PROG_ATTACH, flags)
+        if ret < 0:
+            raise attach_error(what, where, -ret, "BPF_PROG_ATTACH", hints)
+    except BaseException:
+        kept_target.close()
+        prog.close()
+        raise
+
+    def detach() -> None:
+        try:
+            ret = call(T.Cmd.PROG_DETACH, 0)
+            if ret < 0 and -ret != errno.ENOENT:  # ENOENT: already detached by someone else
+                raise BPFError(f"detaching {what} from {where} failed", -ret, "BPF_PROG_DETACH")
+        finally:
+            kept_target.close()
+            prog.close()
+
+    return detach

@@ -15,8 +15,8 @@ import os
 from pybpf._sys import types as T
 from pybpf._sys.fd import FD
 from pybpf._sys.syscall import bpf_errno
-from pybpf.errors import BPFError, NotSupportedError
-from pybpf.link.base import Link
+from pybpf.errors import BPFError
+from pybpf.link.base import Link, attach_error, prog_attach, resolve_attach_type, use_link
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -46,24 +46,24 @@ _ATTACH_TYPES_BY_PROG: dict[T.ProgType, tuple[T.AttachType, ...]] = {
 class CgroupLink(Link):
     """A cgroup attachment: `cgroup` (path or "fd N"), `attach_type`, `legacy` True for BPF_PROG_ATTACH."""
 
-    def __init__(self, program: Program, target: str, *, cgroup: str, attach_type: T.AttachType, legacy: bool,
+    def __init__(self, program: Program, target: str, *, cgroup: str, attach_type: T.AttachType,
                  fd: FD | None = None, undo: list[Callable[[], None]] | None = None) -> None:
         super().__init__(program, "cgroup", target, fd=fd, undo=undo or [])
         self.cgroup = cgroup
         self.attach_type = attach_type
-        self.legacy = legacy
+
+    @property
+    def legacy(self) -> bool:
+        return self.fd is None
 
 
 def cgroup2_root() -> str:
     """Where the cgroup v2 hierarchy is mounted (/sys/fs/cgroup, or /sys/fs/cgroup/unified in hybrid mode)."""
-    try:
-        with open("/proc/self/mounts") as f:
-            for line in f:
-                parts = line.split()
-                if len(parts) >= 3 and parts[2] == "cgroup2":
-                    return parts[1]
-    except OSError:
-        pass
+    from pybpf._sys.mounts import mount_point
+
+    root = mount_point("cgroup2")
+    if root is not None:
+        return root
     raise BPFError("no cgroup v2 hierarchy is mounted (mount -t cgroup2 none /sys/fs/cgroup/unified)", _errno.ENOENT)
 
 
@@ -101,23 +101,9 @@ def _open_cgroup(cgroup: str | os.PathLike[str] | int | FD) -> tuple[FD, str]:
 
 
 def _resolve_attach_type(program: Program, attach_type: str | T.AttachType | None) -> T.AttachType:
-    allowed = _ATTACH_TYPES_BY_PROG.get(program.type) if isinstance(program.type, T.ProgType) else None
-    if allowed is None:
-        kind = getattr(program.type, "name", str(program.type)).lower()
-        raise BPFError(f"program {program.name!r} is a {kind} program, not a cgroup program", _errno.EINVAL)
-    if attach_type is None:
-        if program.attach_type is not None:
-            return program.attach_type
-        if len(allowed) == 1:
-            return allowed[0]
-        names = ", ".join(a.name for a in allowed)
-        raise ValueError(f"program {program.name!r} does not say where it attaches (its section is generic); "
-                         f"pass attach_type= one of {names}")
-    resolved = cgroup_attach_type(attach_type)
-    if resolved not in allowed:
-        kind = getattr(program.type, "name", str(program.type))
-        raise ValueError(f"{resolved.name} is not an attach type of {kind} programs")
-    return resolved
+    return resolve_attach_type(program, attach_type, _ATTACH_TYPES_BY_PROG, hook="a cgroup",
+                               takes="cgroup (SEC(\"cgroup/...\"), SEC(\"cgroup_skb/...\"), SEC(\"sockops\"), ...)",
+                               parse=cgroup_attach_type)
 
 
 def attach_cgroup(
@@ -136,66 +122,28 @@ def attach_cgroup(
     cg_fd, cg_name = _open_cgroup(cgroup)
     where = f"{cg_name} ({kind.name.lower()})"
     try:
-        if legacy is None:
-            legacy = bool(flags) or not _have_cgroup_links()
-        elif legacy is False:
-            if flags:
+        if flags:
+            if legacy is False:
                 raise ValueError("flags apply to BPF_PROG_ATTACH only; cgroup links always allow several programs")
-            if not _have_cgroup_links():
-                raise NotSupportedError("cgroup BPF links", "5.7", detail=f"cannot attach {program.name!r}; "
-                                        "use legacy=True (BPF_PROG_ATTACH)")
-        if not legacy:
+            legacy = True
+        if use_link("cgroup_link", legacy, f"cannot attach {program.name!r}; use legacy=True (BPF_PROG_ATTACH)"):
             attr = T.LinkCreateAttr(prog_fd=int(program.fd), target_fd=int(cg_fd), attach_type=int(kind))
             ret = bpf_errno(T.Cmd.LINK_CREATE, attr)
             if ret < 0:
-                _raise_attach_error(program, -ret, where, "BPF_LINK_CREATE")
-            return CgroupLink(program, where, cgroup=cg_name, attach_type=kind, legacy=False, fd=FD(ret))
-        return _prog_attach(program, cg_fd, cg_name, kind, flags or T.BPF_F_ALLOW_MULTI, where)
+                raise attach_error(f"{program.name!r}", f"cgroup {where}", -ret, "BPF_LINK_CREATE", _HINTS)
+            return CgroupLink(program, where, cgroup=cg_name, attach_type=kind, fd=FD(ret))
+        undo = prog_attach(program, cg_fd, kind, flags=flags or T.BPF_F_ALLOW_MULTI, what=f"{program.name!r}",
+                           where=f"cgroup {where}", hints=_HINTS)
+        return CgroupLink(program, where, cgroup=cg_name, attach_type=kind, undo=[undo])
     finally:
-        cg_fd.close()  # a link or attachment holds the cgroup itself; _prog_attach keeps its own dup
+        cg_fd.close()  # a link or attachment holds the cgroup itself; prog_attach keeps its own dup
 
 
-def _have_cgroup_links() -> bool:
-    from pybpf.features import probe_link
-
-    return probe_link("cgroup_link").supported
-
-
-def _raise_attach_error(program: Program, err: int, where: str, command: str) -> None:
-    hints = {
-        _errno.EPERM: "a program attached without BPF_F_ALLOW_MULTI/OVERRIDE is in the way, or run as root",
-        _errno.EINVAL: "the program's expected attach type differs, or the flags conflict with attachments "
-                       "already there",
-        _errno.EBADF: "not a cgroup v2 directory",
-        _errno.EEXIST: "this program is already attached there",
-        _errno.E2BIG: "too many programs on this hook (64 at most)",
-    }
-    hint = hints.get(err, "")
-    raise BPFError(f"attaching {program.name!r} to cgroup {where}" + (f" ({hint})" if hint else "") + " failed",
-                   err, command)
-
-
-def _prog_attach(program: Program, cg_fd: FD, cg_name: str, kind: T.AttachType, flags: int,
-                 where: str) -> CgroupLink:
-    # BPF_PROG_DETACH names the cgroup and, with several programs on the hook, the program: keep both.
-    target = cg_fd.dup()
-    prog = program.fd.dup()
-    attr = T.ProgAttachAttr(target_fd=int(target), attach_bpf_fd=int(prog), attach_type=int(kind),
-                            attach_flags=flags)
-    ret = bpf_errno(T.Cmd.PROG_ATTACH, attr)
-    if ret < 0:
-        target.close()
-        prog.close()
-        _raise_attach_error(program, -ret, where, "BPF_PROG_ATTACH")
-
-    def detach() -> None:
-        try:
-            detach_attr = T.ProgAttachAttr(target_fd=int(target), attach_bpf_fd=int(prog), attach_type=int(kind))
-            ret = bpf_errno(T.Cmd.PROG_DETACH, detach_attr)
-            if ret < 0 and -ret != _errno.ENOENT:  # ENOENT: already detached by someone else
-                raise BPFError(f"detaching {program.name!r} from cgroup {where} failed", -ret, "BPF_PROG_DETACH")
-        finally:
-            target.close()
-            prog.close()
-
-    return CgroupLink(program, where, cgroup=cg_name, attach_type=kind, legacy=True, undo=[detach])
+_HINTS = {
+    _errno.EPERM: "a program attached without BPF_F_ALLOW_MULTI/OVERRIDE is in the way, or run as root",
+    _errno.EINVAL: "the program's expected attach type differs, or the flags conflict with attachments "
+                   "already there",
+    _errno.EBADF: "not a cgroup v2 directory",
+    _errno.EEXIST: "this program is already attached there",
+    _errno.E2BIG: "too many programs on this hook (64 at most)",
+}

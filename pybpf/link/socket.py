@@ -11,19 +11,23 @@ from __future__ import annotations
 import errno as _errno
 import os
 import socket as _socket
-from typing import Protocol
 
 from pybpf._sys import types as T
 from pybpf.errors import BPFError
-from pybpf.link.base import Link
+from pybpf.link.base import Link, prog_type_name
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from typing import Protocol, TypeAlias
 
     from pybpf.program import Program
 
-__all__ = ["SocketLink", "attach_socket"]
+    class _HasFileno(Protocol):
+        def fileno(self) -> int: ...
+
+    SocketLike: TypeAlias = _socket.socket | _HasFileno | int
+
+__all__ = ["attach_socket"]
 
 # Socket options (asm-generic/socket.h; the same on every architecture pybpf runs on).
 SO_ATTACH_BPF = 50
@@ -32,46 +36,27 @@ SO_ATTACH_REUSEPORT_EBPF = 52
 SO_DETACH_REUSEPORT_BPF = 68
 
 
-class _HasFileno(Protocol):
-    def fileno(self) -> int: ...
-
-
-SocketLike = _socket.socket | _HasFileno | int
-
-
-class SocketLink(Link):
-    """A program on a socket; `fileno` is the socket's descriptor at attach time."""
-
-    def __init__(self, program: Program, target: str, *, fileno: int, undo: list[Callable[[], None]],
-                 kind: str = "socket_filter") -> None:
-        super().__init__(program, kind, target, undo=undo)
-        self.fileno = fileno
-
-
 def _fileno(sock: SocketLike) -> int:
     return sock if isinstance(sock, int) else sock.fileno()
 
 
-def _setsockopt(fd: int, option: int, value: int | None) -> None:
+def _setsockopt(fd: int, option: int, value: int) -> None:
     # A temporary socket object over a dup: works for any socket fd without taking the caller's.
     with _socket.socket(fileno=os.dup(fd)) as dup:
-        if value is None:
-            dup.setsockopt(_socket.SOL_SOCKET, option, 0)
-        else:
-            dup.setsockopt(_socket.SOL_SOCKET, option, value)
+        dup.setsockopt(_socket.SOL_SOCKET, option, value)
 
 
-def attach_socket(program: Program, sock: SocketLike) -> SocketLink:
+def attach_socket(program: Program, sock: SocketLike) -> Link:
     """Attach a socket filter (or sk_reuseport) program to `sock` (a socket, anything with fileno(), or an
     fd). Detaching removes it if the socket is still open; closing the socket removes it anyway."""
     if program.type == T.ProgType.SOCKET_FILTER:
-        attach_opt, detach_opt, what = SO_ATTACH_BPF, SO_DETACH_BPF, "SO_ATTACH_BPF"
+        kind, attach_opt, detach_opt, what = "socket_filter", SO_ATTACH_BPF, SO_DETACH_BPF, "SO_ATTACH_BPF"
     elif program.type == T.ProgType.SK_REUSEPORT:
-        attach_opt, detach_opt, what = SO_ATTACH_REUSEPORT_EBPF, SO_DETACH_REUSEPORT_BPF, "SO_ATTACH_REUSEPORT_EBPF"
+        kind, attach_opt, detach_opt, what = ("sk_reuseport", SO_ATTACH_REUSEPORT_EBPF, SO_DETACH_REUSEPORT_BPF,
+                                              "SO_ATTACH_REUSEPORT_EBPF")
     else:
-        kind = getattr(program.type, "name", str(program.type)).lower()
-        raise BPFError(f"program {program.name!r} is a {kind} program; sockets take SEC(\"socket\") or "
-                       "SEC(\"sk_reuseport\") programs", _errno.EINVAL)
+        raise BPFError(f"program {program.name!r} is a {prog_type_name(program)} program; sockets take "
+                       "SEC(\"socket\") or SEC(\"sk_reuseport\") programs", _errno.EINVAL)
     fd = _fileno(sock)
     if fd < 0:
         raise BPFError(f"attaching {program.name!r}: the socket is closed", _errno.EBADF)
@@ -88,10 +73,9 @@ def attach_socket(program: Program, sock: SocketLike) -> SocketLink:
         try:
             if current < 0 or os.fstat(current).st_ino != inode:
                 return  # the socket is gone, and its filter with it
-            _setsockopt(current, detach_opt, None)
+            _setsockopt(current, detach_opt, 0)
         except OSError as exc:
             if exc.errno not in (_errno.EBADF, _errno.ENOENT, _errno.ENOTSOCK):  # ENOENT: no filter attached
                 raise BPFError(f"detaching {program.name!r} from {target} failed", exc.errno or 0, what) from None
 
-    kind = "socket_filter" if program.type == T.ProgType.SOCKET_FILTER else "sk_reuseport"
-    return SocketLink(program, target, fileno=fd, undo=[detach], kind=kind)
+    return Link(program, kind, target, undo=[detach])

@@ -19,9 +19,9 @@ import threading
 from pybpf._sys import types as T
 from pybpf._sys.fd import FD
 from pybpf._sys.syscall import bpf_errno
-from pybpf.errors import BPFError, NotSupportedError
-from pybpf.link._netdev import NetnsLike, in_netns, resolve_ifindex
-from pybpf.link.base import Link
+from pybpf.errors import BPFError
+from pybpf.link._netdev import NetnsLike, device_where, in_netns, netlink_errno, open_iproute, resolve_ifindex
+from pybpf.link.base import Link, attach_error, use_link
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -47,24 +47,25 @@ class TcLink(Link):
     filter (then `priority`/`handle` name the filter and `created_qdisc` says whether this link added the
     clsact qdisc), False for a tcx link."""
 
-    def __init__(self, program: Program, target: str, *, ifindex: int, ifname: str, direction: str, legacy: bool,
+    def __init__(self, program: Program, target: str, *, ifindex: int, ifname: str, direction: str,
                  fd: FD | None = None, undo: list[Callable[[], None]] | None = None, priority: int = 0,
                  handle: int = 0, created_qdisc: bool = False) -> None:
         super().__init__(program, "tc", target, fd=fd, undo=undo or [])
         self.ifindex = ifindex
         self.ifname = ifname
         self.direction = direction
-        self.legacy = legacy
         self.priority = priority
         self.handle = handle
         self.created_qdisc = created_qdisc
 
+    @property
+    def legacy(self) -> bool:
+        return self.fd is None
+
 
 def have_tcx() -> bool:
     """Whether the kernel has tcx links (6.6+)."""
-    from pybpf.features import probe_link
-
-    return probe_link("tcx_link").supported
+    return use_link("tcx_link", None)
 
 
 def clsact_parent(direction: str) -> int:
@@ -102,36 +103,23 @@ def attach_tc(
         raise BPFError(f"program {program.name!r} is not a tc program (SEC(\"tc\"), SEC(\"tcx/ingress\"), "
                        "SEC(\"tcx/egress\"))", _errno.EINVAL)
     direction = _direction(program, direction)
-    if legacy is None:
-        legacy = not have_tcx()
-    elif legacy is False and not have_tcx():
-        raise NotSupportedError("tcx links", "6.6", detail=f"cannot attach {program.name!r}; use the clsact "
-                                "form (legacy=True or None)")
+    tcx = use_link("tcx_link", legacy, f"cannot attach {program.name!r}; use the clsact form (legacy=True or None)")
     with in_netns(netns):
         ifindex, ifname = resolve_ifindex(iface)
-        where = f"{ifname} {direction} (ifindex {ifindex}{', netns ' + str(netns) if netns is not None else ''})"
-        if legacy:
+        where = device_where(ifname, ifindex, netns, name_suffix=direction)
+        if not tcx:
             return _attach_clsact(program, ifindex, ifname, direction, where, priority, handle)
         attr = T.LinkCreateAttr(prog_fd=int(program.fd), target_ifindex=ifindex,
                                 attach_type=int(_DIRECTIONS[direction]))
         ret = bpf_errno(T.Cmd.LINK_CREATE, attr)
         if ret < 0:
-            err = -ret
             hints = {_errno.ENODEV: "no such interface",
                      _errno.EINVAL: "is it a SEC(\"tc\")/SEC(\"tcx/...\") program?"}
-            hint = hints.get(err, "")
-            raise BPFError(f"attaching tc program {program.name!r} to {where}" + (f" ({hint})" if hint else "")
-                           + " failed", err, "BPF_LINK_CREATE")
-        return TcLink(program, where, ifindex=ifindex, ifname=ifname, direction=direction, legacy=False,
-                      fd=FD(ret))
+            raise attach_error(f"tc program {program.name!r}", where, -ret, "BPF_LINK_CREATE", hints)
+        return TcLink(program, where, ifindex=ifindex, ifname=ifname, direction=direction, fd=FD(ret))
 
 
 # ---- clsact + cls_bpf through rtnetlink ------------------------------------------------------------------
-
-
-def _netlink_errno(exc: BaseException) -> int:
-    code = getattr(exc, "code", 0)
-    return int(code) if isinstance(code, int) else 0
 
 
 def _kind(msg: Any) -> str:
@@ -155,15 +143,10 @@ def _prio(msg: Any) -> int:
 
 def _attach_clsact(program: Program, ifindex: int, ifname: str, direction: str, where: str, priority: int,
                    handle: int) -> TcLink:
-    try:
-        from pyroute2 import IPRoute
-    except ImportError:
-        raise NotSupportedError("tcx links", "6.6", detail="this kernel needs the clsact qdisc form, which uses "
-                                "pyroute2: pip install pyroute2") from None
     parent = clsact_parent(direction)
     key = (os.stat("/proc/thread-self/ns/net").st_ino, ifindex)
     # The socket stays open for the link's life: it is bound to the namespace the device lives in.
-    ipr = IPRoute()
+    ipr = open_iproute("tcx_link", "the clsact qdisc form")
     created = False
     shares = False
     try:
@@ -184,7 +167,7 @@ def _attach_clsact(program: Program, ifindex: int, ifname: str, direction: str, 
             ipr.tc("add-filter", "bpf", index=ifindex, handle=handle, prio=priority, parent=parent,
                    fd=int(program.fd), name=filter_name, direct_action=True, protocol=_ETH_P_ALL)
         except Exception as exc:
-            err = _netlink_errno(exc)
+            err = netlink_errno(exc)
             if shares:
                 _release_qdisc(ipr, key)
             if not err:
@@ -192,9 +175,8 @@ def _attach_clsact(program: Program, ifindex: int, ifname: str, direction: str, 
             hints = {_errno.ENOENT: "the kernel lacks sch_clsact/cls_bpf (modprobe sch_ingress cls_bpf)",
                      _errno.EEXIST: f"a filter with priority {priority} and handle {handle} exists",
                      _errno.EINVAL: "is it a SEC(\"tc\") program?"}
-            hint = hints.get(err, "")
-            raise BPFError(f"attaching tc program {program.name!r} to {where} (clsact)"
-                           + (f" ({hint})" if hint else "") + " failed", err, "netlink RTM_NEWTFILTER") from None
+            raise attach_error(f"tc program {program.name!r}", f"{where} (clsact)", err, "netlink RTM_NEWTFILTER",
+                               hints) from None
     except BaseException:
         ipr.close()
         raise
@@ -209,14 +191,14 @@ def _attach_clsact(program: Program, ifindex: int, ifname: str, direction: str, 
             if shares:
                 _release_qdisc(ipr, key)
         except Exception as exc:
-            err = _netlink_errno(exc)
+            err = netlink_errno(exc)
             if err not in (_errno.ENODEV, _errno.EINVAL):  # the device (and everything on it) is gone
                 raise BPFError(f"removing tc filter from {where} failed", err, "netlink RTM_DELTFILTER") from None
         finally:
             ipr.close()
 
     return TcLink(program, where + f" clsact prio {priority} handle {handle}", ifindex=ifindex, ifname=ifname,
-                  direction=direction, legacy=True, undo=[remove], priority=priority, handle=handle,
+                  direction=direction, undo=[remove], priority=priority, handle=handle,
                   created_qdisc=created)
 
 
@@ -236,5 +218,5 @@ def _delete_qdisc_if_unused(ipr: Any, ifindex: int) -> None:
     try:
         ipr.tc("del", "clsact", index=ifindex)
     except Exception as exc:
-        if _netlink_errno(exc) not in (_errno.ENOENT, _errno.EINVAL, _errno.ENODEV):
+        if netlink_errno(exc) not in (_errno.ENOENT, _errno.EINVAL, _errno.ENODEV):
             raise

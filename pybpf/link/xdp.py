@@ -16,9 +16,9 @@ import errno as _errno
 from pybpf._sys import types as T
 from pybpf._sys.fd import FD
 from pybpf._sys.syscall import bpf_errno
-from pybpf.errors import BPFError, NotSupportedError
-from pybpf.link._netdev import NetnsLike, in_netns, resolve_ifindex
-from pybpf.link.base import Link
+from pybpf.errors import BPFError
+from pybpf.link._netdev import NetnsLike, device_where, in_netns, netlink_errno, open_iproute, resolve_ifindex
+from pybpf.link.base import Link, attach_error, use_link
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -39,20 +39,22 @@ XDP_MODES: dict[str, int] = {
     "hw": T.XDP_FLAGS_HW_MODE,
 }
 _MODE_NAMES = {T.XDP_FLAGS_SKB_MODE: "generic", T.XDP_FLAGS_DRV_MODE: "driver", T.XDP_FLAGS_HW_MODE: "offload"}
-_XDP_LINK_KERNEL = (5, 9)
 
 
 class XdpLink(Link):
     """An XDP attachment: `ifindex`/`ifname` of the device, `mode` ("generic", "driver", "offload" or
     "auto"), `legacy` True when it went through netlink instead of a BPF link."""
 
-    def __init__(self, program: Program, target: str, *, ifindex: int, ifname: str, mode: str, legacy: bool,
+    def __init__(self, program: Program, target: str, *, ifindex: int, ifname: str, mode: str,
                  fd: FD | None = None, undo: list[Callable[[], None]] | None = None) -> None:
         super().__init__(program, "xdp", target, fd=fd, undo=undo or [])
         self.ifindex = ifindex
         self.ifname = ifname
         self.mode = mode
-        self.legacy = legacy
+
+    @property
+    def legacy(self) -> bool:
+        return self.fd is None
 
 
 def xdp_mode_flags(mode: str | int | None) -> int:
@@ -79,33 +81,29 @@ def attach_xdp(
     """Attach an XDP program to interface `iface` (name or ifindex) of `netns` (default: this thread's).
 
     `mode` is "generic", "driver", "offload" or None (driver when available). `flags` adds raw
-    XDP_FLAGS_*. `netlink` True forces the rtnetlink attachment, False the BPF link; None takes the link
-    on 5.9+ kernels.
+    XDP_FLAGS_*. `netlink` True forces the rtnetlink attachment, False the BPF link (NotSupportedError
+    before 5.9); None takes the link where the kernel has XDP links.
     """
     if program.type != T.ProgType.XDP:
         raise BPFError(f"program {program.name!r} is not an XDP program (SEC(\"xdp\"))", _errno.EINVAL)
     mode_flags = xdp_mode_flags(mode) | flags
     mode_name = _MODE_NAMES.get(mode_flags & (T.XDP_FLAGS_SKB_MODE | T.XDP_FLAGS_DRV_MODE | T.XDP_FLAGS_HW_MODE),
                                 "auto")
+    link = use_link("xdp_link", netlink, f"cannot attach {program.name!r}; use the netlink form (netlink=True or None)")
     with in_netns(netns):
         ifindex, ifname = resolve_ifindex(iface)
-        where = f"{ifname} (ifindex {ifindex}{', netns ' + str(netns) if netns is not None else ''}, {mode_name})"
-        if netlink is None:
-            from pybpf._sys.kernel import kernel_version
-
-            netlink = kernel_version()[:2] < _XDP_LINK_KERNEL
-        if not netlink:
+        where = device_where(ifname, ifindex, netns, extra=mode_name)
+        if link:
             attr = T.LinkCreateAttr(prog_fd=int(program.fd), target_ifindex=ifindex,
                                     attach_type=int(T.AttachType.XDP), flags=mode_flags)
             ret = bpf_errno(T.Cmd.LINK_CREATE, attr)
             if ret < 0:
-                _raise_attach_error(program, -ret, where, mode_flags, "BPF_LINK_CREATE")
-            return XdpLink(program, where, ifindex=ifindex, ifname=ifname, mode=mode_name, legacy=False,
-                           fd=FD(ret))
+                raise _attach_error(program, -ret, where, mode_flags, "BPF_LINK_CREATE")
+            return XdpLink(program, where, ifindex=ifindex, ifname=ifname, mode=mode_name, fd=FD(ret))
         return _attach_netlink(program, ifindex, ifname, where, mode_flags, mode_name)
 
 
-def _raise_attach_error(program: Program, err: int, where: str, mode_flags: int, command: str) -> None:
+def _attach_error(program: Program, err: int, where: str, mode_flags: int, command: str) -> BPFError:
     hints = {
         _errno.EBUSY: "another XDP program is attached there through netlink; detach it first "
                       "(ip link set dev IFACE xdp off)",
@@ -117,14 +115,7 @@ def _raise_attach_error(program: Program, err: int, where: str, mode_flags: int,
     }
     if err == _errno.EOPNOTSUPP and mode_flags & T.XDP_FLAGS_HW_MODE:
         hints[err] = "the device cannot offload XDP programs"
-    hint = hints.get(err, "")
-    raise BPFError(f"attaching XDP program {program.name!r} to {where}" + (f" ({hint})" if hint else "")
-                   + " failed", err, command)
-
-
-def _netlink_error(exc: Exception) -> int:
-    code = getattr(exc, "code", 0)
-    return int(code) if isinstance(code, int) else 0
+    return attach_error(f"XDP program {program.name!r}", where, err, command, hints)
 
 
 def xdp_program_id(ipr: Any, ifindex: int) -> int:
@@ -138,13 +129,8 @@ def xdp_program_id(ipr: Any, ifindex: int) -> int:
 
 def _attach_netlink(program: Program, ifindex: int, ifname: str, where: str, mode_flags: int,
                     mode_name: str) -> XdpLink:
-    try:
-        from pyroute2 import IPRoute
-    except ImportError:
-        raise NotSupportedError("XDP BPF links", "5.9", detail="this kernel needs the netlink attachment, "
-                                "which uses pyroute2: pip install pyroute2") from None
     # The socket stays open for the link's life: it is bound to the namespace the device lives in.
-    ipr = IPRoute()
+    ipr = open_iproute("xdp_link", "the netlink attachment")
     try:
         # UPDATE_IF_NOEXIST: never replace a program someone else attached.
         set_flags = mode_flags | T.XDP_FLAGS_UPDATE_IF_NOEXIST
@@ -152,10 +138,10 @@ def _attach_netlink(program: Program, ifindex: int, ifname: str, where: str, mod
             ipr.link("set", index=ifindex, xdp={"attrs": [("IFLA_XDP_FD", int(program.fd)),
                                                           ("IFLA_XDP_FLAGS", set_flags)]})
         except Exception as exc:  # pyroute2's NetlinkError carries the errno in .code
-            err = _netlink_error(exc)
+            err = netlink_errno(exc)
             if not err:
                 raise
-            _raise_attach_error(program, err, where, mode_flags, "netlink IFLA_XDP")
+            raise _attach_error(program, err, where, mode_flags, "netlink IFLA_XDP") from None
         prog_id = program.id
     except BaseException:
         ipr.close()
@@ -167,10 +153,10 @@ def _attach_netlink(program: Program, ifindex: int, ifname: str, where: str, mod
                 ipr.link("set", index=ifindex, xdp={"attrs": [("IFLA_XDP_FD", -1),
                                                               ("IFLA_XDP_FLAGS", mode_flags)]})
         except Exception as exc:
-            if _netlink_error(exc) != _errno.ENODEV:  # the device is gone, and the program with it
-                raise BPFError(f"removing XDP program from {where} failed", _netlink_error(exc),
+            if netlink_errno(exc) != _errno.ENODEV:  # the device is gone, and the program with it
+                raise BPFError(f"removing XDP program from {where} failed", netlink_errno(exc),
                                "netlink IFLA_XDP") from None
         finally:
             ipr.close()
 
-    return XdpLink(program, where, ifindex=ifindex, ifname=ifname, mode=mode_name, legacy=True, undo=[remove])
+    return XdpLink(program, where, ifindex=ifindex, ifname=ifname, mode=mode_name, undo=[remove])
