@@ -20,3 +20,13 @@ def waiting(binary: Path, env: dict[str, str] | None = None) -> Iterator[subproc
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def release(proc: subprocess.Popen[str], line: str = "go", *, close: bool = False) -> None:
+    """Send `line` to a child blocked reading stdin (the "go" once the test has attached); `close` then closes
+    its stdin too (end of input)."""
+    assert proc.stdin is not None
+    proc.stdin.write(line + "\n")
+    proc.stdin.flush()
+    if close:
+        proc.stdin.close()

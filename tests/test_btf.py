@@ -405,8 +405,13 @@ def test_vmlinux_header_layout_matches_btf(vmlinux_dump: tuple[CDumper, Path]) -
     # The documented limit (pybpf.btf.cdump): the BPF target's va_list is 8 bytes, x86-64's is 24.
     va_list_holders = [t for t in records if holds_builtin_va_list(spec, t)]
     assert len(va_list_holders) < 5, [t.name for t in va_list_holders]
-    checks = list(layout_asserts(dumper, [t for t in records if t not in va_list_holders]))
-    assert len(checks) > 10 * len(KEY_STRUCTS)
+    considered = [t for t in records if t not in va_list_holders]
+    checks = list(layout_asserts(dumper, considered))
+    # One sizeof assert for every record considered (none dropped), and member offsets beyond those.
+    sizes = [c for c in checks if c.startswith("_Static_assert(sizeof(")]
+    assert len(sizes) == len(considered)
+    assert len(checks) - len(sizes) > len(considered)
+    assert set(KEY_STRUCTS) <= {c.rsplit('"sizeof ', 1)[1].removesuffix('");') for c in sizes}
     src = header.parent / "layout_check.c"
     src.write_text('#include "vmlinux.h"\n' + "\n".join(checks) + "\n")
     result = compile_c(src)

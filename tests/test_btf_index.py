@@ -41,6 +41,7 @@ def test_name_index_agrees_with_a_full_scan(fresh: tuple[Spec, Path], name: str)
     spec, _ = fresh
     sample = _full_scan(spec, name) if name in ("task_struct", "do_unlinkat") else None
     found = spec.ids_by_name(name)
+    assert found, f"{name} not found"
     if sample is not None:
         assert found == sample
     assert all(spec.type(i).name == name for i in found)

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from child_process import release
+from kernel_objects import link_ids_of
 
 pytestmark = pytest.mark.usefixtures("require_root")
 
@@ -110,9 +112,7 @@ def child(code: str) -> subprocess.Popen[str]:
 
 
 def go(proc: subprocess.Popen[str]) -> None:
-    assert proc.stdin is not None
-    proc.stdin.write("go\n")
-    proc.stdin.close()
+    release(proc, close=True)
     assert proc.wait(60) == 0
 
 
@@ -130,12 +130,6 @@ def run_driving(cli: Callable[..., Cli], proc: subprocess.Popen[str], *args: str
     rc, out, err = run.finish(signal.SIGINT, timeout=finish_timeout)
     assert rc == 0, err
     return run, out, err
-
-
-def link_ids() -> set[int]:
-    from pybpf.link.base import kernel_links
-
-    return {info.id for info in kernel_links()}
 
 
 # Bars of print_log2_hist: "        4 -> 7          : 4        |*****...    |"
@@ -451,17 +445,17 @@ def test_compile_error_shows_clang_message(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_ends_run_cleanly(cli: Callable[..., Cli], sig: int) -> None:
-    before = link_ids()
+    before = set(link_ids_of())
     run = cli("run", BPF / "cli_hist.bpf.c", "--set", "target_pid=1")
     run.wait_ready()
-    during = link_ids() - before
+    during = set(link_ids_of()) - before
     assert during, "the run created no BPF link"
     start = time.monotonic()
     rc, out, err = run.finish(sig)
     elapsed = time.monotonic() - start
     assert rc == 0, err
     assert "write_hist" in out and re.search(r"^writes\s+0\s*$", out, re.M)  # maps printed on the way out
-    assert not (during & link_ids()), "links left behind"
+    assert not during.intersection(link_ids_of()), "links left behind"
     assert elapsed < 2.0, f"exit took {elapsed:.3f}s"
 
 

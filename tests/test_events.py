@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 import pybpf.collection as pc
+from pybpf.errors import BPFError
 from pybpf.events import RingBuffer, RingBufferGroup, TracePipe, dropped_count
 from pybpf.events.trace_pipe import parse_line
 
@@ -254,7 +255,7 @@ def test_ringbuf_early_stop_consumes_what_was_seen(load: Callable[..., Any]) -> 
 
 def test_ringbuf_rejects_other_maps(load: Callable[[], Any]) -> None:
     coll = load()
-    with pytest.raises(Exception, match="not a RINGBUF"):
+    with pytest.raises(BPFError, match="not a RINGBUF"):
         RingBuffer(coll.maps["pb"])
 
 

@@ -14,18 +14,18 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from kernel_objects import attached_prog_count, link_ids_of
 
 import pybpf
 from pybpf._sys import types as T
-from pybpf._sys.syscall import bpf
 from pybpf.errors import BPFError, NotSupportedError
+from pybpf.features import probe_link
 from pybpf.link._netdev import in_netns
-from pybpf.link.base import kernel_links
 from pybpf.link.cgroup import attach_cgroup, cgroup2_root
 from pybpf.link.netns import attach_netns
 from pybpf.link.socket import attach_socket
@@ -42,12 +42,6 @@ _CLONE_NEWNET = 0x40000000
 
 
 # ---- helpers -------------------------------------------------------------------------------------------
-
-
-def link_ids_of(programs: Iterable[Any]) -> list[int]:
-    """Ids of the kernel's BPF links whose program is one of `programs`."""
-    prog_ids = {p.id for p in programs}
-    return [info.id for info in kernel_links() if info.prog_id in prog_ids]
 
 
 def ip_u32(addr: str) -> int:
@@ -235,7 +229,19 @@ def test_tc_egress_on_the_sending_side(netns: Any, drop_obj: Any, legacy: bool |
     peer = ns.peer
     with drop_obj(blocked) as obj, attach_tc(obj.programs["tc_drop_blocked"], peer.ifname, "egress",
                                              netns=peer.name, legacy=legacy) as link:
+        prog = obj.programs["tc_drop_blocked"]
         assert link.direction == "egress"
+        # Without tcx (the 6.1 kernel) the clsact form is chosen by itself.
+        assert link.legacy == (legacy is True or not have_tcx())
+        filters, qdiscs = tc_state(peer, peer.ifname)
+        if link.legacy:
+            assert link.fd is None
+            assert f"{prog.name}:[{prog.id}]" in filters and "clsact" in qdiscs
+            assert link_ids_of([prog]) == []
+        else:
+            assert link.info().type == T.LinkType.TCX
+            assert link_ids_of([prog]) == [link.info().id]
+            assert "clsact" not in qdiscs and filters.strip() == ""
         got = udp_exchange(peer, ns, [ns.addr, blocked])
     assert got == {ns.addr: 5, blocked: 0}
     assert tc_state(peer, peer.ifname)[0].strip() == ""
@@ -350,18 +356,7 @@ def test_cgroup_connect4_denies_inside_the_cgroup_only(
         assert counts == (1, 1)
         assert run_in(cgroup, ns, "connect", 4242) == "OK"
         assert link_ids_of([prog]) == []
-        assert _cgroup_progs(cgroup, T.AttachType.CGROUP_INET4_CONNECT) == 0
-
-
-def _cgroup_progs(cgroup_dir: Path, attach_type: T.AttachType) -> int:
-    """How many programs BPF_PROG_QUERY finds on a cgroup hook (links and PROG_ATTACH alike)."""
-    fd = os.open(cgroup_dir, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        attr = T.ProgQueryAttr(target_fd=fd, attach_type=int(attach_type))
-        bpf(T.Cmd.PROG_QUERY, attr)
-        return int(attr.prog_cnt)
-    finally:
-        os.close(fd)
+        assert attached_prog_count(cgroup, T.AttachType.CGROUP_INET4_CONNECT) == 0
 
 
 def test_cgroup_sock_create_by_fd_and_attach_type_name(netns: Any, bpf_obj: Any, cgroup: Path) -> None:
@@ -372,12 +367,12 @@ def test_cgroup_sock_create_by_fd_and_attach_type_name(netns: Any, bpf_obj: Any,
         try:
             with attach_cgroup(prog, fd, "sock_create") as link:
                 assert link.attach_type == T.AttachType.CGROUP_INET_SOCK_CREATE
-                assert _cgroup_progs(cgroup, T.AttachType.CGROUP_INET_SOCK_CREATE) == 1
+                assert attached_prog_count(cgroup, T.AttachType.CGROUP_INET_SOCK_CREATE) == 1
                 inside, outside = run_in(cgroup, ns, "socket", 0), run_in(None, ns, "socket", 0)
         finally:
             os.close(fd)
         assert (inside, outside) == ("EPERM", "OK")
-        assert _cgroup_progs(cgroup, T.AttachType.CGROUP_INET_SOCK_CREATE) == 0
+        assert attached_prog_count(cgroup, T.AttachType.CGROUP_INET_SOCK_CREATE) == 0
         with pytest.raises(ValueError, match="not an attach type"):
             attach_cgroup(prog, cgroup, "connect4")
         with pytest.raises(BPFError, match="no cgroup"):
@@ -474,8 +469,14 @@ def test_sk_msg_on_a_sockmap_sees_what_a_socket_sends(netns: Any, bpf_obj: Any, 
             client = socket.create_connection(server.getsockname())
             conn, _ = server.accept()
         with server, client, conn:
+            # legacy None takes a sockmap BPF link where the kernel has one (6.10+), else BPF_PROG_ATTACH
+            expect_legacy = legacy is True or not probe_link("sockmap_link").supported
             link = attach_sockmap(prog, socks, legacy=legacy)
             try:
+                assert (link.fd is None) == expect_legacy
+                assert len(link_ids_of([prog])) == (0 if expect_legacy else 1)
+                if not expect_legacy:
+                    assert link.info().type == T.LinkType.SOCKMAP
                 socks[0] = client.fileno()  # programs apply to sockets added after the attach
                 client.sendall(b"hello")
                 conn.settimeout(2)
@@ -486,19 +487,15 @@ def test_sk_msg_on_a_sockmap_sees_what_a_socket_sends(netns: Any, bpf_obj: Any, 
                 link.detach()
             assert counts == (1, 5)
             assert link_ids_of([prog]) == []
+            # Detached: a socket added to the map now is not given the program, its messages are not counted.
+            socks[0] = client.fileno()
+            client.sendall(b"again")
+            assert conn.recv(100) == b"again"
+            del socks[0]
+            assert (obj.variables["messages"].value, obj.variables["bytes"].value) == (1, 5)
 
 
 # ---- flow dissector ------------------------------------------------------------------------------------
-
-
-def _netns_progs(ns: Any, attach_type: T.AttachType) -> int:
-    fd = os.open(ns.path, os.O_RDONLY)
-    try:
-        attr = T.ProgQueryAttr(target_fd=fd, attach_type=int(attach_type))
-        bpf(T.Cmd.PROG_QUERY, attr)
-        return int(attr.prog_cnt)
-    finally:
-        os.close(fd)
 
 
 def test_flow_dissector_on_a_namespace(netns: Any, bpf_obj: Any) -> None:
@@ -507,7 +504,7 @@ def test_flow_dissector_on_a_namespace(netns: Any, bpf_obj: Any) -> None:
         prog = obj.programs["dissect"]
         with attach_netns(prog, ns.path) as link:
             assert link.kind == "flow_dissector"
-            assert _netns_progs(ns, T.AttachType.FLOW_DISSECTOR) == 1
+            assert attached_prog_count(ns.path, T.AttachType.FLOW_DISSECTOR) == 1
             assert link.info().prog_id == prog.id
-        assert _netns_progs(ns, T.AttachType.FLOW_DISSECTOR) == 0
+        assert attached_prog_count(ns.path, T.AttachType.FLOW_DISSECTOR) == 0
         assert link_ids_of([prog]) == []

@@ -7,21 +7,20 @@ the test's programs is left.
 
 from __future__ import annotations
 
-import errno
 import os
 import subprocess
 import types
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from child_process import waiting
+from child_process import release, waiting
+from kernel_objects import link_ids_of
 
 import pybpf
 from pybpf._sys import types as T
+from pybpf._sys.kernel import kernel_version
 from pybpf.errors import BPFError, ObjectError
-from pybpf.link.base import kernel_links
 from pybpf.link.uprobe import attach_uprobe, attach_uprobe_multi, legacy_uprobes, uprobe_pmu
 from pybpf.link.usdt import attach_usdt, parse_usdt_args, usdt_notes
 from pybpf.symbols import SymbolNotFoundError
@@ -110,16 +109,25 @@ EXPECTED_TOTAL = sum(i + 100 * i for i in range(1, 6))  # 1515
 # ---- helpers -------------------------------------------------------------------------------------------
 
 
-def link_ids_of(programs: Iterable[Any]) -> list[int]:
-    """Ids of the kernel's BPF links whose program is one of `programs`."""
-    prog_ids = {p.id for p in programs}
-    return [info.id for info in kernel_links() if info.prog_id in prog_ids]
+def _own_uprobes() -> list[str]:
+    """The tracefs uprobes this process created (legacy mode)."""
+    prefix = f"pybpfu_{os.getpid()}_"
+    return [e for e in legacy_uprobes() if e.startswith(prefix)]
 
 
 def run_after_attach(proc: subprocess.Popen[str]) -> str:
-    out, _ = proc.communicate("go\n", timeout=30)
+    """Let the waiting child run (it was attached to) to its end; its output."""
+    release(proc)
+    out, _ = proc.communicate(timeout=30)  # closes stdin and reads to the end
     assert proc.returncode == 0, out
     return out.strip()
+
+
+def _uprobe_cookie(link: Any) -> int:
+    """The BPF cookie of a single-site uprobe/USDT link, as the kernel reports it (6.9+)."""
+    raw = link.info().raw
+    assert raw.perf_event.type == 1  # BPF_PERF_EVENT_UPROBE
+    return int(raw.perf_event.uprobe.cookie)
 
 
 def values(obj: Any, *names: str) -> dict[str, Any]:
@@ -150,7 +158,7 @@ def test_uprobe_and_uretprobe_see_arguments_and_return_values(
             entry = attach_uprobe(progs[0], target, "pybpf_add", cookie=77, legacy=legacy)
             ret = attach_uprobe(progs[1], target, "pybpf_add", retprobe=True, legacy=legacy)
             if legacy:
-                assert len([e for e in legacy_uprobes() if e.startswith(f"pybpfu_{os.getpid()}_")]) == 2
+                assert len(_own_uprobes()) == 2
             perf_links = link_ids_of(progs)
             assert run_after_attach(proc) == str(EXPECTED_TOTAL)
             seen = values(obj, "add_calls", "add_arg_sum", "last_a", "last_b", "last_cookie", "ret_calls",
@@ -161,7 +169,7 @@ def test_uprobe_and_uretprobe_see_arguments_and_return_values(
                         "last_cookie": 77, "ret_calls": 5, "ret_sum": EXPECTED_TOTAL}
         assert len(perf_links) == 2  # BPF perf links (5.15+) are visible while attached ...
         assert link_ids_of(progs) == []  # ... and gone after detach
-        assert not [e for e in legacy_uprobes() if e.startswith(f"pybpfu_{os.getpid()}_")]
+        assert not _own_uprobes()
 
         # Detached means detached: running the program again changes nothing.
         with waiting(target) as proc:
@@ -301,7 +309,7 @@ def test_usdt_arguments_through_usdt_bpf_h(bpf_obj: Any, target: Path, legacy: b
         assert link_ids_of([prog]) == []
     assert seen == {"calls": 5, "arg_cnt": 3, "sum0": 15, "sum1": -15000, "sum2": 101 + 303 + 606 + 1010 + 1515,
                     "cookie": 0xC0FFEE, "errors": 0}
-    assert not [e for e in legacy_uprobes() if e.startswith(f"pybpfu_{os.getpid()}_")]
+    assert not _own_uprobes()
 
 
 @pytest.mark.parametrize("legacy", MODES)
@@ -346,14 +354,26 @@ def test_usdt_spec_ids_are_reused_after_detach(bpf_obj: Any, target: Path) -> No
         prog = obj.programs["on_probe"]
         specs_id = obj.maps["__bpf_usdt_specs"].id
         first = attach_usdt(prog, target, "pybpf_test", "loop")
+        assert usdt._ids_in_use[specs_id] == {0}
         second = attach_usdt(prog, target, "pybpf_test", "loop")
         assert usdt._ids_in_use[specs_id] == {0, 1}
         first.detach()
+        assert usdt._ids_in_use[specs_id] == {1}
+        third = attach_usdt(prog, target, "pybpf_test", "loop")  # takes the id `first` gave back
+        assert usdt._ids_in_use[specs_id] == {0, 1}
+        if kernel_version() >= (6, 9, 0):  # the spec id is each site's BPF cookie, which link info shows from 6.9
+            assert (_uprobe_cookie(second), _uprobe_cookie(third)) == (1, 0)
         second.detach()
+        assert usdt._ids_in_use[specs_id] == {0}
+        third.detach()
         assert usdt._ids_in_use[specs_id] == set()
-        with pytest.raises(OSError) as info:
+        with attach_usdt(prog, target, "pybpf_test", "loop"):
+            assert usdt._ids_in_use[specs_id] == {0}
+        assert usdt._ids_in_use[specs_id] == set()
+        # A failed attach takes no id.
+        with pytest.raises(SymbolNotFoundError, match="no such file"):
             attach_usdt(prog, "/nonexistent/pybpf", "p", "n")
-        assert info.value.errno in (errno.ENOENT, 0)
+        assert usdt._ids_in_use[specs_id] == set()
 
 
 def test_attach_all_binary_keeps_the_sections_function(target: Path) -> None:

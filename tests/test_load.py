@@ -77,9 +77,9 @@ def test_kconfig_ksym_kfunc_and_callback(bpf_obj: BpfObj) -> None:
     assert v["has_bpf_syscall"] == 1
     assert v["missing"] == 0  # weak kconfig extern the kernel lacks
     assert v["schedule_addr"] == schedule  # typeless __ksym from kallsyms
-    assert v["loop_sum"] == sum(range(10))
+    assert v["loop_sum"] == sum(range(10))  # bpf_loop callback (a function pointer)
     # a weak kfunc: present from Linux 6.2, absent (and its guarded calls pruned) before
-    assert v["has_rcu_kfuncs"] == (1 if kernel_spec().types_by_name("bpf_rcu_read_lock") else 0)  # bpf_loop callback (a function pointer)
+    assert v["has_rcu_kfuncs"] == (1 if kernel_spec().types_by_name("bpf_rcu_read_lock") else 0)
 
 
 def test_map_in_map_tail_call_and_legacy_map(bpf_obj: BpfObj) -> None:

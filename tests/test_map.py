@@ -198,7 +198,6 @@ def test_btf_int_codec() -> None:
 
 
 def test_btf_struct_codec() -> None:
-    pytest.importorskip("pybpf.btf.codec", reason="pybpf.btf.codec (BTF value codec) not available")
     from pybpf.btf import Struct, kernel_spec
 
     key_type = kernel_spec().find("bpf_cgroup_storage_key", Struct)

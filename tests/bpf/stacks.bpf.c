@@ -62,15 +62,16 @@ SEC("tracepoint/raw_syscalls/sys_enter")
 int kernel_stack(struct trace_event_raw_sys_enter *ctx)
 {
 	struct stack_event *e;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 
-	if ((bpf_get_current_pid_tgid() >> 32) != target_tgid || ctx->id != NR_GETPID)
+	if (tgid != target_tgid || ctx->id != NR_GETPID)
 		return 0;
 	kernel_hits++;
 	kernel_stack_id = bpf_get_stackid(ctx, &kstacks, 0);
 	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e)
 		return 0;
-	e->pid = target_tgid;
+	e->pid = tgid; /* what the kernel reports, not the filter's value */
 	e->size = bpf_get_stack(ctx, e->ips, sizeof(e->ips), 0);
 	bpf_ringbuf_submit(e, 0);
 	return 0;
