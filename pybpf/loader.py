@@ -156,10 +156,10 @@ def _object_btf_blob(spec: CollectionSpec, features: KernelBTFFeatures | None) -
     from pybpf.btf import marshal
 
     assert spec.btf is not None
-    raws = marshal.raw_types(spec.btf)
+    raws, strings = marshal.raw_types_and_strings(spec.btf)  # the string section split and decoded once
     _fixup_ksyms_btf(raws)
-    _hide_functions(raws, {name for _, name in spec.hidden_symbols})
-    return marshal.for_kernel(raws, features, strings=spec.btf._strings, section_sizes=spec.section_sizes,
+    _hide_functions(raws, spec.hidden_functions)
+    return marshal.for_kernel(raws, features, strings=strings, section_sizes=spec.section_sizes,
                               symbol_offsets=spec.symbol_offsets)
 
 

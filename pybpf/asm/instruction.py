@@ -44,7 +44,18 @@ _SLOT = struct.Struct("<BBhi")
 _SLOT_PACK = struct.Struct("<BBhI")  # imm packed as u32 after masking, so both signs encode
 _DOUBLE_PACK = struct.Struct("<BBhIBBhI")
 _I32 = struct.Struct("<i")
-_LD_IMM64_BYTE = bytes([_LD_IMM64])
+
+
+def byte_positions(haystack: bytes, byte: int) -> list[int]:
+    """Every index of `byte` in `haystack` (bytes.find runs in C); with haystack = code[::8], the slots whose
+    opcode is `byte`."""
+    out = []
+    find = haystack.find
+    i = find(byte)
+    while i >= 0:
+        out.append(i)
+        i = find(byte, i + 1)
+    return out
 
 # Bumped whenever some Instruction's opcode changes to or from ld_imm64 (its slot count changes), so an
 # Instructions can tell whether its cached slot offsets are still right without scanning every object.
@@ -380,9 +391,7 @@ class Instructions(MutableSequence[Instruction]):
         # walk the ld_imm64 opcodes (found by a C-speed scan) and fill the runs between them.
         starts: list[int] = []
         run_start = 0
-        find = codes.find
-        slot = -1
-        while (slot := find(_LD_IMM64_BYTE, slot + 1)) >= 0:
+        for slot in byte_positions(codes, _LD_IMM64):
             if slot < run_start:
                 continue  # the second half of the previous ld_imm64 (rejected below if non-blank)
             if slot == nslots - 1:

@@ -149,9 +149,11 @@ class _Gen:
         self.items: list[tuple[int, str, int]] = []  # (offset, fmt, size)
         self.ns: dict[str, Any] = {"_new": tuple.__new__, "_cstr": _cstr, "_ib": int.from_bytes}
         self.tmp = 0
+        self.nvalues = 0  # values the items unpack to: the index of the next slot's first value
 
     def slot(self, offset: int, fmt: str, size: int) -> int:
-        idx = sum(_fmt_values(f) for _, f, _ in self.items)
+        idx = self.nvalues
+        self.nvalues += _fmt_values(fmt)
         self.items.append((offset, fmt, size))
         return idx
 
@@ -333,7 +335,7 @@ def _compile_decoder(t: Type) -> Decoder:
     flat = expr.startswith("_new(") and all(f"v[{i}]" in expr for i in range(len(g.items)))
     src = (f"def decode(data):\n    v = _unpack(data)\n    return {expr}\n"
            f"def decode_at(data, offset):\n    v = _unpack(data, offset)\n    return {expr}\n")
-    if flat and _is_identity_struct(expr, st):
+    if flat and _is_identity_struct(expr, g.nvalues):
         cls_name = expr[len("_new("):expr.index(",")]
         src = (f"def decode(data):\n    return _new({cls_name}, _unpack(data))\n"
                f"def decode_at(data, offset):\n    return _new({cls_name}, _unpack(data, offset))\n")
@@ -346,9 +348,8 @@ def _compile_decoder(t: Type) -> Decoder:
     return dec
 
 
-def _is_identity_struct(expr: str, st: struct.Struct) -> bool:
-    # True when the expression is exactly `_new(C, (v[0], v[1], ..., v[n-1]))` for the struct's values.
-    n = len(st.unpack(bytes(st.size)))
+def _is_identity_struct(expr: str, n: int) -> bool:
+    # True when the expression is exactly `_new(C, (v[0], v[1], ..., v[n-1]))` for the struct's n values.
     inner = ", ".join(f"v[{i}]" for i in range(n)) + ("," if n == 1 else "")
     return expr.endswith(f", ({inner}))") and expr.count("(") == 2
 
@@ -545,8 +546,7 @@ def record_layout(t: Type) -> RecordLayout | None:
         exprs = _member_exprs(g, s, 0, share_bitfields=False)
         if g.items:
             fmt = _struct_format(g.items, t)
-            nvalues = len(struct.unpack(fmt, bytes(struct.calcsize(fmt))))
-            if exprs == [f"v[{i}]" for i in range(nvalues)]:
+            if exprs == [f"v[{i}]" for i in range(g.nvalues)]:
                 cls = struct_class(s)
             else:
                 cls = _lazy_record_class(s, g, exprs)

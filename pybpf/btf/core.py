@@ -499,7 +499,7 @@ class _TargetNames:
         spec = self.spec
         found = []
         if essential_name(ess) == ess:
-            found = [i for i in spec.ids_by_name(ess, funcs=funcs) if i >= spec.first_id]
+            found = spec.ids_by_name(ess, funcs=funcs)  # a base-less spec: its own ids only
         for name, tid in spec.ids_by_name_prefix(ess + "___", funcs=funcs):
             if essential_name(name) == ess:
                 found.append(tid)

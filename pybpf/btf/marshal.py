@@ -68,6 +68,7 @@ __all__ = [
     "for_kernel",
     "load_into_kernel",
     "raw_types",
+    "raw_types_and_strings",
     "sanitize",
     "to_raw",
 ]
@@ -145,13 +146,14 @@ class StringTable:
     """A BTF string section being built. Starting from an existing section keeps every offset in it
     valid (.BTF.ext line info points into it), and new strings are appended once each."""
 
-    def __init__(self, initial: bytes = b"\0") -> None:
+    def __init__(self, initial: bytes = b"\0", *, _by_offset: dict[int, str] | None = None) -> None:
         if not initial.startswith(b"\0") or not initial.endswith(b"\0"):
             raise ValueError("a BTF string section starts with an empty string and ends with NUL")
         self._buf = bytearray(initial)
         # Index the whole strings; first occurrence wins, as a deduplicated table has one of each
-        # (built in reverse so earlier offsets overwrite later ones; all in C).
-        by_offset = _strings_by_offset(bytes(initial[1:-1]), 1)
+        # (built in reverse so earlier offsets overwrite later ones; all in C).  `_by_offset`: the section's
+        # strings by offset, already split (_strings_by_offset(initial, 0)).
+        by_offset = _by_offset if _by_offset is not None else _strings_by_offset(bytes(initial[1:-1]), 1)
         self._offsets: dict[str, int] = dict(zip(reversed(by_offset.values()), reversed(by_offset.keys()), strict=True))
         self._offsets[""] = 0
 
@@ -160,9 +162,7 @@ class StringTable:
         """The string section of a spec, byte for byte."""
         if spec.base is not None:
             raise ValueError("split BTF (a spec with a base) cannot be re-encoded on its own")
-        _m, _v, _f, hdr_len, _to, _tl, str_off, str_len = HEADER.unpack_from(spec.data)
-        start = hdr_len + str_off
-        return cls(spec.data[start : start + str_len] or b"\0")
+        return cls(spec._strings or b"\0")
 
     def add(self, s: str) -> int:
         off = self._offsets.get(s)
@@ -196,14 +196,24 @@ _KIND_OF: dict[int, Kind] = {int(k): k for k in Kind}
 # ---- reading specs into raw records ----------------------------------------------------------------
 
 
-def raw_types(spec: Spec) -> list[RawType]:
+def raw_types_and_strings(spec: Spec) -> tuple[list[RawType], StringTable]:
+    """raw_types(spec) and StringTable.of_spec(spec), splitting and decoding the string section once."""
+    if spec.base is not None:
+        raise ValueError("split BTF (a spec with a base) cannot be re-encoded on its own")
+    section = spec._strings
+    if not section:
+        return raw_types(spec), StringTable()
+    names = _strings_by_offset(section, 0)
+    table = StringTable(section, _by_offset=names)  # before raw_types adds offsets into the middle of strings
+    return raw_types(spec, _names=names), table
+
+
+def raw_types(spec: Spec, *, _names: dict[int, str] | None = None) -> list[RawType]:
     """This spec's own types as RawTypes, decoded straight from its bytes (kflags and all)."""
     if spec.base is not None:
         raise ValueError("split BTF (a spec with a base) cannot be re-encoded on its own")
-    _m, _v, _f, hdr_len, type_off, type_len, _so, _sl = HEADER.unpack_from(spec.data)
-    start = hdr_len + type_off
-    words = memoryview(spec.data)[start : start + type_len].cast("I")
-    names = _strings_by_offset(spec._strings, 0)
+    words = spec._words  # the type section
+    names = _names if _names is not None else _strings_by_offset(spec._strings, 0)
     string = spec.string
 
     def name_of(off: int) -> str:
@@ -375,10 +385,10 @@ def _raws_and_strings(source: Spec | Sequence[RawType], strings: StringTable | b
     list[RawType], StringTable
 ]:
     if isinstance(source, Spec):
+        if strings is None:
+            return raw_types_and_strings(source)
         raws = raw_types(source)
-        table = strings if isinstance(strings, StringTable) else (
-            StringTable(strings) if strings is not None else StringTable.of_spec(source)
-        )
+        table = strings if isinstance(strings, StringTable) else StringTable(strings)
     else:
         raws = [r.copy() for r in source]
         table = strings if isinstance(strings, StringTable) else StringTable(strings or b"\0")

@@ -48,7 +48,6 @@ from pybpf.errors import ObjectError
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
-    from pathlib import Path
 
     # record offsets, named records, sorted?, FUNC records, sorted?, FUNC name offsets
     _Index = tuple[array[int], array[int], bool, array[int], bool, array[int] | None]
@@ -91,12 +90,9 @@ _FUNC_SEARCHES_BEFORE_SORT = 8
 # slice of the string section per name instead of a search for its end. Longer names are told apart at
 # lookup time.
 _NAME_WINDOW = 64
-
-
-def cache_dir() -> Path:
-    from pathlib import Path
-
-    return Path(cache_root())
+# Specs with fewer types answer name lookups from a dict of every name; larger ones (vmlinux) bisect the
+# name-sorted index.
+_SMALL_SPEC = 4096
 
 
 class Spec:
@@ -259,17 +255,12 @@ class Spec:
     # ---- strings ------------------------------------------------------------------------------
 
     def string(self, offset: int) -> str:
-        if offset < self._str_base:
-            assert self.base is not None
-            return self.base.string(offset)
         rel = offset - self._str_base
-        if rel >= self._str_len:
-            raise ObjectError(f"BTF string offset {offset} out of range", section=".BTF")
-        start = self._str_start + rel
-        buf = self._buf
-        return buf[start : buf.find(b"\0", start)].decode("utf-8", "replace")
-
-    # ---- types --------------------------------------------------------------------------------
+        if 0 <= rel < self._str_len:  # this spec's own strings inline (the hot path of _decode)
+            start = self._str_start + rel
+            buf = self._buf
+            return buf[start : buf.find(b"\0", start)].decode("utf-8", "replace")
+        return self._string_bytes(offset).decode("utf-8", "replace")  # the base's, or out of range
 
     def _string_bytes(self, offset: int) -> bytes:
         """The raw bytes of a string (no decoding), for name comparisons."""
@@ -282,6 +273,8 @@ class Spec:
         start = self._str_start + rel
         buf = self._buf
         return buf[start : buf.find(b"\0", start)]
+
+    # ---- types --------------------------------------------------------------------------------
 
     def __len__(self) -> int:
         """Number of type ids addressable from this spec, void and the base's included."""
@@ -412,7 +405,7 @@ class Spec:
         """Ids of every type of this spec and its base with exactly this name (FUNCs left out of
         large specs when `funcs` is False: a cheaper search when no FUNC is wanted)."""
         found = self.base.ids_by_name(name, funcs=funcs) if self.base is not None else []
-        if self._names is not None or self.next_id - self.first_id < 4096:
+        if self._names is not None or self.next_id - self.first_id < _SMALL_SPEC:
             hit = self._name_index().get(name)
             if hit is None:
                 return found
@@ -430,7 +423,7 @@ class Spec:
     def ids_by_name_prefix(self, prefix: str, *, funcs: bool = True) -> list[tuple[str, int]]:
         """(name, id) of this spec's own types (not the base's) whose name starts with `prefix`."""
         raw = prefix.encode()
-        if self.next_id - self.first_id < 4096:
+        if self.next_id - self.first_id < _SMALL_SPEC:
             first = self.first_id
             out = []
             for idx, pos in enumerate(self._offsets):
@@ -512,7 +505,7 @@ class Spec:
         if self._str_base:
             name_of = self._string_bytes
             keys = [name_of(off) if off else b"" for off in offs]
-        else:  # as _name_key does
+        else:  # as _name_key does, inline: a call per name through _name_key costs ~20% more on vmlinux
             buf, start, end = self._buf, self._str_start, self._str_start + _NAME_WINDOW
             keys = [buf[start + off : end + off] for off in offs]
         perm = sorted(range(len(keys)), key=keys.__getitem__)  # stable: same keys stay in id order
@@ -728,6 +721,10 @@ def load_cached(path: str, base: Spec | None = None) -> Spec:
     n_words = (len(data) - HEADER.size) // 4  # bounds any record offset
     index = _read_index(cache_file, n_words)
     spec = Spec(data, base, name=path, _index=index)
+    if index is None and spec.next_id - spec.first_id >= _SMALL_SPEC:
+        # Its first name lookup (CO-RE, attach by name) would sort the names and rewrite the index: sort them
+        # now (no _cache_file yet: nothing written), so that the first write has them.
+        spec._name_sorted_index()
     spec._cache_file = cache_file
     if index is None:
         spec._save_index()

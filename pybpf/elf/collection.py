@@ -117,3 +117,5 @@ class CollectionSpec:
     section_sizes: dict[str, int] = field(default_factory=dict)
     symbol_offsets: dict[tuple[str, str], int] = field(default_factory=dict)
     hidden_symbols: set[tuple[str, str]] = field(default_factory=set)
+    # Global functions with hidden visibility: static in the BTF given to the kernel, as libbpf loads them.
+    hidden_functions: set[str] = field(default_factory=set)

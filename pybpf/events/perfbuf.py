@@ -13,6 +13,7 @@ import mmap
 import select
 import struct
 from itertools import chain
+from operator import length_hint
 
 from pybpf._sys import perf_event_open
 from pybpf._sys.cpus import possible_cpus
@@ -27,7 +28,7 @@ from pybpf._sys.types import (
 )
 from pybpf.btf import Type
 from pybpf.errors import BPFError
-from pybpf.events.ringbuf import SameWords, _exhaust, _first, _no_gc, _resolve_type
+from pybpf.events.ringbuf import RecordDecoder, SameWords, _exhaust, _no_gc, _resolve_type
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -86,19 +87,8 @@ class PerfBuffer:
         self.type = _resolve_type(map, type)
         self.records_read = 0
         self.lost = 0
-        self._decode: Callable[[bytes], Any] | None = None
-        self._layout: Any = None  # codec.RecordLayout of the type, when it decodes in bulk
-        self._type_size = 0
-        self._readers: dict[tuple[int, int], Callable[[memoryview, int, int], Iterable[Any]]] = {}
-        if callable(decode):
-            self._decode = decode
-        elif decode and self.type is not None:
-            from pybpf.btf import sizeof
-            from pybpf.btf.codec import decoder_for, record_layout
-
-            self._decode = decoder_for(self.type)
-            self._type_size = sizeof(self.type)
-            self._layout = record_layout(self.type)
+        self._decoder = RecordDecoder(self.type, decode, 12)  # 12: perf_event_header and the u32 raw size
+        self._readers: dict[tuple[int, int], Callable[[Any, int, int], tuple[Iterator[Any], Iterator[Any]]]] = {}
         self._epoll = select.epoll()
         self._rings: list[_CpuRing] = []
         ncpu = min(possible_cpus(), int(map.max_entries))
@@ -127,7 +117,6 @@ class PerfBuffer:
         except BaseException:
             self.close()
             raise
-        self._by_fd = {int(r.fd): r for r in self._rings}
         self._closed = False
 
     def close(self) -> None:
@@ -152,10 +141,11 @@ class PerfBuffer:
     def fileno(self) -> int:
         return self._epoll.fileno()
 
-    def _drain_ring(self, ring: _CpuRing, emit: Callable[[Iterable[Any]], Any]) -> int:
-        """Hands the ready samples of one CPU's ring to emit (an iterable per run, consumed at once); counts lost
-        samples.  Runs of samples with identical headers that do not cross the ring's end decode with one
-        struct.iter_unpack; the rest (other records, samples that wrap) go one at a time."""
+    def _drain_ring(self, ring: _CpuRing, emit: Callable[[Iterable[Any]], Any] | None) -> int:
+        """Hands the ready samples of one CPU's ring to emit (an iterable per run, consumed at once; None: drops
+        them undecoded); counts lost samples.  Runs of samples with identical headers that do not cross the ring's
+        end decode with one struct.iter_unpack; the rest (other records, samples that wrap) go one at a time.  When
+        emit raises, the samples it was handed count as consumed."""
         pos = ring.pos
         head = pos[0]
         tail = pos[1]
@@ -181,55 +171,34 @@ class PerfBuffer:
                         count = min((head - tail) // rsize, (size - off) // rsize)
                         if count > 1:
                             count = ring.same(words, base >> 3, rsize >> 3, count, word)
-                        reader = self._readers.get((rsize, raw_size)) or self._reader(rsize, raw_size)
-                        emit(reader(ring.view, base, count))
-                        tail += count * rsize
-                        n += count
+                        if emit is None:
+                            tail += count * rsize
+                            n += count
+                            continue
+                        reader = self._readers.get((rsize, raw_size))
+                        if reader is None:
+                            reader = self._readers[(rsize, raw_size)] = self._decoder.run_reader(rsize, raw_size)
+                        records, progress = reader(ring.view, base, count)
+                        try:
+                            emit(records)
+                        finally:
+                            done = count - length_hint(progress)
+                            tail += done * rsize
+                            n += done
                         continue
                 rec = mm[base:base + rsize] if off + rsize <= size else self._copy(mm, off, rsize, size)
                 tail += rsize
                 if rtype == _SAMPLE:
-                    raw_size = _U32.unpack_from(rec, 8)[0]
-                    emit((self._decode_raw(rec[12:12 + raw_size]),))
                     n += 1
+                    if emit is not None:
+                        raw_size = min(_U32.unpack_from(rec, 8)[0], rsize - 12)
+                        emit((self._decoder.one(rec, 12, raw_size),))
                 elif rtype == _LOST_T:
                     self.lost += _LOST.unpack_from(rec, 8)[1]
         finally:
             pos[1] = tail
             self.records_read += n
         return n
-
-    def _decode_raw(self, raw: bytes) -> Any:
-        if self._decode is None:
-            return raw
-        if self._type_size:
-            raw = raw[:self._type_size] if len(raw) >= self._type_size else raw.ljust(self._type_size, b"\0")
-        return self._decode(raw)
-
-    def _reader(self, rsize: int, raw_size: int) -> Callable[[memoryview, int, int], Iterable[Any]]:
-        """reader(view, offset, count): the decoded samples of a run of `rsize`-byte sample records."""
-        layout = self._layout
-        reader: Callable[[memoryview, int, int], Iterable[Any]]
-        if layout is not None and raw_size >= self._type_size:
-            # 12: perf_event_header and the u32 raw size
-            run: Callable[[Any, int], tuple[Iterator[Any], Iterator[Any]]] = layout.run_reader(12, rsize)
-
-            def reader(view: memoryview, off: int, n: int) -> Iterable[Any]:
-                return run(view[off:off + n * rsize], n)[0]
-        elif self._layout is None and (self._decode is None or not self._type_size):
-            raw_iter = struct.Struct(f"<12x{raw_size}s{rsize - 12 - raw_size}x").iter_unpack
-            decode = self._decode
-
-            def reader(view: memoryview, off: int, n: int) -> Iterable[Any]:
-                records = map(_first, raw_iter(view[off:off + n * rsize]))
-                return records if decode is None else map(decode, records)
-        else:
-            decode_raw = self._decode_raw
-
-            def reader(view: memoryview, off: int, n: int) -> Iterable[Any]:
-                return [decode_raw(bytes(view[o + 12:o + 12 + raw_size])) for o in range(off, off + n * rsize, rsize)]
-        self._readers[(rsize, raw_size)] = reader
-        return reader
 
     @staticmethod
     def _copy(mm: mmap.mmap, off: int, length: int, size: int) -> bytes:
@@ -238,7 +207,7 @@ class PerfBuffer:
 
     def consume(self, callback: Callable[[Any], Any] | None = None) -> int:
         """Processes the ready records of every CPU without waiting."""
-        emit: Callable[[Iterable[Any]], Any] = _exhaust if callback is None else (
+        emit: Callable[[Iterable[Any]], Any] | None = None if callback is None else (
             lambda records: _exhaust(map(callback, records)))
         return sum(self._drain_ring(r, emit) for r in self._rings)
 

@@ -28,7 +28,7 @@ from pybpf.errors import BPFError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+    from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator
     from typing import Any
 
 __all__ = ["EventIterator", "RingBuffer", "RingBufferGroup", "UserRingBuffer", "dropped_count", "poll_many"]
@@ -145,6 +145,69 @@ def _resolve_type(map_: Any, type_: Type | str | None) -> Type | None:
     return found
 
 
+class RecordDecoder:
+    """How the records of a ring decode, shared by RingBuffer and PerfBuffer: `run_reader()` builds the reader of
+    a run of same-sized records, `one()` decodes a single record.  `decode` and `type` as RingBuffer."""
+
+    __slots__ = ("decode_at", "decode_bytes", "layout", "skip", "type_size")
+
+    def __init__(self, type_: Type | None, decode: bool | Callable[[bytes], Any], skip: int) -> None:
+        self.skip = skip  # header bytes before each record's data
+        self.decode_at: Callable[[Any, int], Any] | None = None
+        self.decode_bytes: Callable[[bytes], Any] | None = None
+        self.layout: Any = None  # codec.RecordLayout of the type, when it decodes in bulk
+        self.type_size = 0
+        if callable(decode):
+            self.decode_bytes = decode
+        elif decode and type_ is not None:
+            from pybpf.btf import sizeof
+            from pybpf.btf.codec import decoder_at, decoder_for, record_layout
+
+            self.decode_at = decoder_at(type_)
+            self.decode_bytes = decoder_for(type_)
+            self.type_size = sizeof(type_)
+            self.layout = record_layout(type_)
+
+    def one(self, buffer: Any, off: int, size: int) -> Any:
+        """The record of `size` bytes at buffer[off:]; shorter records than the type are zero-padded."""
+        if self.decode_at is not None and size >= self.type_size:
+            return self.decode_at(buffer, off)
+        raw = bytes(buffer[off:off + size])
+        if self.decode_bytes is not None:
+            if self.type_size and size < self.type_size:
+                raw = raw.ljust(self.type_size, b"\0")
+            return self.decode_bytes(raw)
+        return raw
+
+    def run_reader(self, stride: int, size: int) -> Callable[[Any, int, int], tuple[Iterator[Any], Iterator[Any]]]:
+        """reader(buffer, offset, n) -> (records, progress) for n records of `size` bytes whose headers start
+        `stride` bytes apart at buffer[offset:].  `records` decodes lazily, straight from the buffer (so the space
+        must stay until it is exhausted); length_hint(progress) is how many records it has not handed out yet."""
+        skip = self.skip
+        layout = self.layout
+        reader: Callable[[Any, int, int], tuple[Iterator[Any], Iterator[Any]]]
+        if layout is not None and size >= self.type_size:
+            run: Callable[[Any, int], tuple[Iterator[Any], Iterator[Any]]] = layout.run_reader(skip, stride)
+
+            def reader(buffer: Any, off: int, n: int) -> tuple[Iterator[Any], Iterator[Any]]:
+                return run(buffer[off:off + n * stride], n)
+        elif self.decode_at is not None or (self.decode_bytes is not None and self.type_size):
+            one = self.one
+
+            def reader(buffer: Any, off: int, n: int) -> tuple[Iterator[Any], Iterator[Any]]:
+                it = iter([one(buffer, o, size) for o in range(off + skip, off + skip + n * stride, stride)])
+                return it, it
+        else:
+            raw_iter = struct.Struct(f"<{skip}x{size}s{stride - skip - size}x").iter_unpack
+            decode = self.decode_bytes
+
+            def reader(buffer: Any, off: int, n: int) -> tuple[Iterator[Any], Iterator[Any]]:
+                values = raw_iter(buffer[off:off + n * stride])
+                records = map(_first, values)
+                return (records if decode is None else map(decode, records)), values
+        return reader
+
+
 class RingBuffer:
     """Reads one BPF ring buffer map.
 
@@ -183,21 +246,8 @@ class RingBuffer:
         self._words = self._mv.cast("I")  # record headers are 8-byte aligned: their length word is words[off // 4]
         self._epoll = select.epoll()
         self._epoll.register(fd, select.EPOLLIN)
-        self._decode_at: Callable[[Any, int], Any] | None = None
-        self._decode_bytes: Callable[[bytes], Any] | None = None
-        self._layout: Any = None  # codec.RecordLayout of the type, when it decodes in bulk
-        self._type_size = 0
-        if callable(decode):
-            self._decode_bytes = decode
-        elif decode and self.type is not None:
-            from pybpf.btf import sizeof
-            from pybpf.btf.codec import decoder_at, decoder_for, record_layout
-
-            self._decode_at = decoder_at(self.type)
-            self._decode_bytes = decoder_for(self.type)
-            self._type_size = sizeof(self.type)
-            self._layout = record_layout(self.type)
-        self._readers: dict[int, Callable[[int, int], tuple[Iterator[Any], Iterator[Any]]]] = {}
+        self._decoder = RecordDecoder(self.type, decode, _HDR)
+        self._readers: dict[int, Callable[[Any, int, int], tuple[Iterator[Any], Iterator[Any]]]] = {}
         self._same = SameWords("I")
         self._dtype: Any = None
         self._closed = False
@@ -273,46 +323,22 @@ class RingBuffer:
     def _records(self, off: int, n: int, size: int) -> tuple[Iterator[Any], Iterator[Any]]:
         """(records, progress) for a run: `records` decodes lazily (straight from the ring: commit only after it is
         exhausted); length_hint(progress) is how many records it has not handed out yet."""
-        reader = self._readers.get(size) or self._reader(size)
-        return reader(off, n)
+        reader = self._readers.get(size)
+        if reader is None:
+            reader = self._readers[size] = self._decoder.run_reader((size + _HDR + 7) & ~7, size)
+        return reader(self._mv, off, n)
 
-    def _reader(self, size: int) -> Callable[[int, int], tuple[Iterator[Any], Iterator[Any]]]:
-        """reader(offset, count) -> (records, progress) of a run of `size`-byte records (built once per size)."""
-        stride = (size + _HDR + 7) & ~7
-        mv = self._mv
-        layout = self._layout
-        reader: Callable[[int, int], tuple[Iterator[Any], Iterator[Any]]]
-        if layout is not None and size >= self._type_size:
-            run: Callable[[Any, int], tuple[Iterator[Any], Iterator[Any]]] = layout.run_reader(_HDR, stride)
-
-            def reader(off: int, n: int) -> tuple[Iterator[Any], Iterator[Any]]:
-                return run(mv[off:off + n * stride], n)
-        elif self._decode_at is not None or (self._decode_bytes is not None and self._type_size):
-            decode_record = self._decode_record
-
-            def reader(off: int, n: int) -> tuple[Iterator[Any], Iterator[Any]]:
-                it = iter([decode_record(o, size) for o in range(off + _HDR, off + _HDR + n * stride, stride)])
-                return it, it
-        else:
-            raw_iter = struct.Struct(f"<{_HDR}x{size}s{stride - _HDR - size}x").iter_unpack
-            decode = self._decode_bytes
-
-            def reader(off: int, n: int) -> tuple[Iterator[Any], Iterator[Any]]:
-                values = raw_iter(mv[off:off + n * stride])
-                records = map(_first, values)
-                return (records if decode is None else map(decode, records)), values
-        self._readers[size] = reader
-        return reader
-
-    def _decode_record(self, off: int, size: int) -> Any:
-        if self._decode_at is not None and size >= self._type_size:
-            return self._decode_at(self._producer, off)
-        raw = self._producer[off:off + size]
-        if self._decode_bytes is not None:
-            if self._type_size and size < self._type_size:
-                raw = raw.ljust(self._type_size, b"\0")
-            return self._decode_bytes(raw)
-        return raw
+    def _runs(self) -> Generator[Iterator[Any]]:
+        """The decoded records of each ready run in turn (ends when none is ready); after each, commits what was
+        handed out of it: all of it once exhausted, or as far as it got when the consumer stopped (close())."""
+        while not self._closed and (run := self._next_run(_BATCH)) is not None:
+            off, n, size = run
+            records, progress = self._records(off, n, size)
+            try:
+                yield records  # resumed once the consumer is done with the run
+            finally:
+                if not self._closed:
+                    self._commit(n - length_hint(progress), size)
 
     # ---- iterator form ------------------------------------------------------------------------------------------
     def read(self, max_records: int = 0) -> list[Any]:
@@ -336,18 +362,9 @@ class RingBuffer:
 
     def _event_runs(self, timeout: float | None) -> Iterator[Iterator[Any]]:
         while not self._closed:
-            run = self._next_run(_BATCH)
-            if run is None:
-                if not self.wait(timeout) and not self.available:
-                    return
-                continue
-            off, n, size = run
-            records, progress = self._records(off, n, size)
-            try:
-                yield records  # resumed only once chain() has exhausted it
-            finally:
-                if not self._closed:
-                    self._commit(n - length_hint(progress), size)
+            yield from self._runs()  # close() reaches _runs, which commits what was yielded
+            if not self._closed and not self.wait(timeout) and not self.available:
+                return
 
     def __iter__(self) -> Iterator[Any]:
         return self.events()
@@ -356,21 +373,20 @@ class RingBuffer:
     def consume(self, callback: Callable[[Any], Any] | None = None) -> int:
         """Hands every ready record to callback without waiting; returns how many.  A record whose callback
         raises counts as consumed (the exception propagates; the records after it stay in the ring)."""
-        total = 0
-        while (run := self._next_run(_BATCH)) is not None:
-            off, n, size = run
-            if callback is None:
-                self._commit(n, size)
-                total += n
-                continue
-            records, progress = self._records(off, n, size)
-            try:
+        if callback is None:
+            total = 0
+            while (run := self._next_run(_BATCH)) is not None:
+                self._commit(run[1], run[2])
+                total += run[1]
+            return total
+        start = self.records_read
+        runs = self._runs()
+        try:
+            for records in runs:
                 _exhaust(map(callback, records))  # the loop runs in C
-            finally:
-                done = n - length_hint(progress)
-                self._commit(done, size)
-                total += done
-        return total
+        finally:
+            runs.close()  # commits the records of an interrupted run that were handed out
+        return self.records_read - start
 
     def wait(self, timeout: float | None = None) -> bool:
         """Waits until the kernel signals data (or timeout seconds); True when woken by data."""
@@ -391,17 +407,15 @@ class RingBuffer:
 
         loop = asyncio.get_running_loop()
         while not self._closed:
-            run = self._next_run(_BATCH)
-            if run is not None:
-                off, n, size = run
-                records, progress = self._records(off, n, size)
-                try:
+            runs = self._runs()
+            try:
+                for records in runs:
                     for ev in records:
                         yield ev
-                finally:
-                    if not self._closed:
-                        self._commit(n - length_hint(progress), size)
-                continue
+            finally:
+                runs.close()
+            if self._closed:
+                return
             fut: asyncio.Future[None] = loop.create_future()
             fd = self.fileno()
 

@@ -8,7 +8,7 @@ import struct
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from pybpf._sys.types import BPF_F_STACK_BUILD_ID, MapType, StackBuildId
 from pybpf.symbols.elf import Symbol
@@ -30,9 +30,11 @@ __all__ = [
 ]
 
 UNKNOWN = "[unknown]"
+_T = TypeVar("_T")
 _PROCESS_CACHE_SIZE = 64
 
 _processes: OrderedDict[int, tuple[int, ProcessSymbols]] = OrderedDict()
+_build_ids: OrderedDict[int | None, tuple[int, BuildIdSymbols]] = OrderedDict()
 _processes_lock = threading.Lock()
 
 
@@ -75,17 +77,28 @@ def _callers_adjusted(
 
 def process_symbols(pid: int) -> ProcessSymbols:
     """A cached ProcessSymbols for a pid (re-created if the pid was reused by a new process)."""
-    started = _start_time(pid)
+    return _per_process(_processes, pid, ProcessSymbols)
+
+
+def _build_id_symbols(pid: int | None) -> BuildIdSymbols:
+    """A cached BuildIdSymbols indexing the files `pid` maps (none for None), re-created like process_symbols();
+    it rescans the process itself when a build-id is missing, so files mapped later are still found."""
+    return _per_process(_build_ids, pid, lambda p: BuildIdSymbols(pids=[p] if p is not None else []))
+
+
+def _per_process(cache: OrderedDict[Any, tuple[int, _T]], pid: int | None, make: Callable[[Any], _T]) -> _T:
+    """cache[pid], or a new make(pid) when missing or the pid now names another process (another start time)."""
+    started = _start_time(pid) if pid is not None else 0
     with _processes_lock:
-        cached = _processes.get(pid)
+        cached = cache.get(pid)
         if cached is not None and cached[0] == started:
-            _processes.move_to_end(pid)
+            cache.move_to_end(pid)
             return cached[1]
-    table = ProcessSymbols(pid)
+    table = make(pid)
     with _processes_lock:
-        _processes[pid] = (started, table)
-        while len(_processes) > _PROCESS_CACHE_SIZE:
-            _processes.popitem(last=False)
+        cache[pid] = (started, table)
+        while len(cache) > _PROCESS_CACHE_SIZE:
+            cache.popitem(last=False)
     return table
 
 
@@ -114,8 +127,13 @@ def stack_addresses(stack_map: Any, stack_id: int) -> list[int]:
     if _is_build_id_map(stack_map):
         raise ValueError(f"stack map {getattr(stack_map, 'name', '?')!r} holds build-id entries "
                          "(BPF_F_STACK_BUILD_ID): read it with build_id_stack()")
-    data = _stack_value(stack_map, stack_id)
-    return _until_zero(struct.unpack(f"={len(data) // 8}Q", data[: len(data) // 8 * 8])) if data else []
+    value = stack_map.lookup(stack_id) if stack_id >= 0 else None
+    if value is None:
+        return []
+    if isinstance(value, bytes | bytearray | memoryview | ctypes.Array | ctypes.Structure):
+        data = bytes(value)
+        value = struct.unpack(f"={len(data) // 8}Q", data[: len(data) // 8 * 8])
+    return _until_zero(value)  # the map's default codec: a tuple of u64
 
 
 class BuildIdFrame(NamedTuple):
@@ -168,7 +186,7 @@ def symbolize_build_id_stack(
     as in symbolize_user_stack."""
     listed = list(frames)
     if resolver is None:
-        resolver = BuildIdSymbols(pids=[pid] if pid is not None else [])
+        resolver = _build_id_symbols(pid)
     table = process_symbols(pid) if pid is not None else None
 
     def lookup_many(wanted: list[int]) -> list[Symbol | None]:
