@@ -38,10 +38,10 @@ def jsonable(value: Any) -> Any:
         return [f"0x{b:02x}" for b in bytes(value)]
     if isinstance(value, dict):
         return {str(k): jsonable(v) for k, v in value.items()}
+    if hasattr(value, "_asdict"):  # BTF structs: before the costlier dataclass test (once per event)
+        return {k: jsonable(v) for k, v in value._asdict().items()}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if hasattr(value, "_asdict"):
-        return {k: jsonable(v) for k, v in value._asdict().items()}
     if isinstance(value, list | tuple):
         return [jsonable(v) for v in value]
     if isinstance(value, ctypes.Structure):
@@ -181,7 +181,6 @@ class EventPrinter:
         self.color = color
         self._columns: dict[str, list[Column]] = {}
         self._last_source: str | None = None
-        self.rows = 0
 
     def _header(self, source: str, columns: list[Column], many: bool) -> None:
         label = f"{source}: " if many else ""
@@ -201,7 +200,6 @@ class EventPrinter:
 
     def event(self, source: str, value: Any, columns: list[Column] | None = None, *, many: bool = False) -> None:
         """One record from `source` (a map name). `columns` from `columns_for(record type)`, if known."""
-        self.rows += 1
         if self.json_lines:
             self._json({"kind": "event", "map": source, "data": jsonable(value)})
             return
@@ -224,7 +222,6 @@ class EventPrinter:
 
     def printk(self, ev: Any) -> None:
         """A trace_pipe line (pybpf.events.trace_pipe.TraceEvent)."""
-        self.rows += 1
         if self.json_lines:
             self._json({"kind": "printk", "task": ev.task, "pid": ev.pid, "cpu": ev.cpu, "timestamp": ev.timestamp,
                         "message": ev.message})
@@ -298,7 +295,7 @@ def _int_type(t: bt.Type | None) -> bool:
     if t is None:
         return False
     s = t.strip()
-    return isinstance(s, bt.Int) and not _is_char_array(s) and not (s.encoding & bt.IntEncoding.BOOL)
+    return isinstance(s, bt.Int) and not (s.encoding & bt.IntEncoding.BOOL)
 
 
 def _slots_array(t: bt.Type | None) -> str | None:
@@ -382,10 +379,6 @@ def _type_name(m: Any) -> str:
     return t.name if isinstance(t, enum.Enum) else str(t)
 
 
-def _is_percpu(m: Any) -> bool:
-    return "PERCPU" in _type_name(m)
-
-
 def _map_types(m: Any) -> tuple[bt.Type | None, bt.Type | None]:
     spec = getattr(m, "spec", None)
     return (getattr(spec, "key_type", None), getattr(spec, "value_type", None))
@@ -414,7 +407,7 @@ def view_map(name: str, m: Any, force_hist: bool = False) -> MapView | None:
     if _type_name(m) not in _TABLE_TYPES or name.startswith("."):
         return None
     key_type, value_type = _map_types(m)
-    percpu = _is_percpu(m)
+    percpu = m.percpu
     entries = [(k, sum_percpu(v) if percpu else v) for k, v in m.items()]
     shape = hist_shape(name, key_type, value_type, force_hist)
     if shape is not None:

@@ -178,47 +178,42 @@ def finish(code: int) -> NoReturn:
 
 
 def parse_typed(raw: str, t: Type, name: str) -> Any:
-    """A command-line string as a value for a global of BTF type t (ints in any base, enum names,
-    true/false, floats, strings for char arrays, comma-separated lists for arrays of numbers)."""
+    """A command-line string as a value for a global of BTF type t (ints in any base, true/false, one
+    character for a 1-byte int, comma-separated lists for arrays other than char arrays). What is not
+    parsed here (enum names, floats, strings) goes to ObjectFile.set as the string, for the BTF encoder to
+    take or reject."""
     from pybpf.btf import types as bt
 
     s = t.strip()
-    try:
-        if isinstance(s, bt.Int):
-            if s.encoding & bt.IntEncoding.BOOL:
-                low = raw.lower()
-                if low in ("1", "true", "yes", "on", "y"):
-                    return True
-                if low in ("0", "false", "no", "off", "n"):
-                    return False
-                raise ValueError("expected true or false")
-            if s.size == 1 and len(raw) == 1 and not raw.isdigit():
-                return ord(raw)
+    if isinstance(s, bt.Int) and s.encoding & bt.IntEncoding.BOOL:
+        low = raw.lower()
+        if low in ("1", "true", "yes", "on", "y"):
+            return True
+        if low in ("0", "false", "no", "off", "n"):
+            return False
+        raise BadOption(f"{name}={raw}: expected true or false", "--set")
+    if isinstance(s, bt.Int | bt.Enum | bt.Pointer):
+        if isinstance(s, bt.Int) and s.size == 1 and len(raw) == 1 and not raw.isdigit():
+            return ord(raw)
+        try:
             return int(raw, 0)
-        if isinstance(s, bt.Enum):
-            try:
-                return s.value_of(raw)
-            except KeyError:
-                return int(raw, 0)
-        if isinstance(s, bt.Float):
-            return float(raw)
-        if isinstance(s, bt.Pointer):
-            return int(raw, 0)
-        if isinstance(s, bt.Array):
-            elem = s.elem.strip()
-            if isinstance(elem, bt.Int) and elem.size == 1 and (elem.encoding & bt.IntEncoding.CHAR
-                                                                  or elem.name == "char"):
-                return raw
-            values = [parse_typed(x.strip(), s.elem, name) for x in raw.split(",")]
-            if len(values) > s.nelems:
-                raise ValueError(f"{len(values)} values for {s.nelems} elements")
-            return values + [0] * (s.nelems - len(values))
-    except ValueError as exc:
-        raise BadOption(f"{name}={raw}: {exc}", "--set") from None
+        except ValueError:
+            return raw  # an enum name, else the encoder's error
+    if isinstance(s, bt.Float):
+        return raw
+    if isinstance(s, bt.Array):
+        elem = s.elem.strip()
+        if isinstance(elem, bt.Int) and elem.size == 1 and (elem.encoding & bt.IntEncoding.CHAR
+                                                              or elem.name == "char"):
+            return raw
+        # The encoder checks the length and zero-fills the elements not given.
+        return [parse_typed(x.strip(), s.elem, name) for x in raw.split(",")]
     raise BadOption(f"{name} has type {t!r}, which cannot be set from the command line", "--set")
 
 
 def apply_sets(obj: ObjectFile, sets: tuple[str, ...], pid: int | None) -> None:
+    import struct  # the encoder's error for an int out of range
+
     explicit: dict[str, str] = {}
     for item in sets:
         if "=" not in item:
@@ -231,13 +226,12 @@ def apply_sets(obj: ObjectFile, sets: tuple[str, ...], pid: int | None) -> None:
                 explicit[name] = str(pid)
     for name, raw in explicit.items():
         var = obj.variables.get(name)
-        if var is None:
-            known = ", ".join(sorted(obj.variables)) or "none"
-            raise BadOption(f"no global variable {name!r} (variables: {known})", "--set")
-        value = parse_typed(raw, var.type, name)
         try:
-            obj.set(name, value)
-        except (ValueError, TypeError, OverflowError) as exc:
+            obj.set(name, raw if var is None else parse_typed(raw, var.type, name))
+        except KeyError as exc:  # no such variable, or no such enum value
+            why = exc.args[0] if exc.args else exc
+            raise BadOption(str(why) if var is None else f"{name}={raw}: {why}", "--set") from None
+        except (ValueError, TypeError, OverflowError, struct.error) as exc:
             raise BadOption(f"{name}={raw}: {exc}", "--set") from None
 
 
@@ -304,8 +298,10 @@ def _fast_parse(argv: list[str]) -> dict[str, Any] | None:
 
 
 def fast_run(argv: list[str]) -> None:
-    """Run `pybpf run ARGV` without click when the command line is an ordinary one; returns (without
-    side effects) when click has to handle it, otherwise never returns."""
+    """Run `pybpf run ARGV` without click when the command line is an ordinary one, otherwise return for
+    click to handle it. It also returns on a bad option value (BadOption), which may come after side
+    effects: a bad --set is found once the file is compiled and opened, and click then compiles and
+    opens it again to report the error. Never returns once the run started."""
     if any(k.startswith("_") and k.endswith("_COMPLETE") for k in os.environ):
         return  # shell completion is click's business
     params = _fast_parse(argv)
@@ -396,7 +392,7 @@ def attach(coll: Collection, targets: dict[str, Any]) -> tuple[list[str], list[s
     Raises Fail when a program could not be attached. --binary replaces the binary named in a uprobe/USDT
     section and keeps its function or probe."""
     from pybpf.errors import BPFError
-    from pybpf.link.auto import attach_all, auto_attachable, hook_of
+    from pybpf.link.auto import attach_all, hook_of
 
     links, failures = attach_all(coll.programs.values(), **targets)
     coll.links.extend(links)
@@ -411,13 +407,12 @@ def attach(coll: Collection, targets: dict[str, Any]) -> tuple[list[str], list[s
     for prog in coll.programs.values():
         if prog.name in attached_progs:
             continue
+        # attach_all attached every program it could (or failed above): this one needs a target.
         try:
             hook, _, _ = hook_of(prog)
         except BPFError:
-            continue
-        if not auto_attachable(prog):
-            option = _HOOK_OPTION.get(hook, "a target")
-            skipped.append(f"{prog.name} ({hook}) needs {option}")
+            continue  # not attached through a link (struct_ops, syscall...)
+        skipped.append(f"{prog.name} ({hook}) needs {_HOOK_OPTION.get(hook, 'a target')}")
     done = [f"{lk.program.name if lk.program else '?'} → {lk.kind} {lk.target}" for lk in links]
     return done, skipped
 
@@ -514,22 +509,31 @@ class Readers:
         self._drains[fd] = drain
 
     def _drain_trace(self) -> int:
-        from pybpf.events.trace_pipe import TraceEvent, parse_line
-
-        lines = self.trace.read_lines(0)
-        for line in lines:
-            self.printer.printk(parse_line(line) or TraceEvent("", 0, -1, "", 0.0, line))
-        return len(lines)
+        events = self.trace.read_events(0)
+        for ev in events:
+            self.printer.printk(ev)
+        return len(events)
 
     def wait(self, timeout: float | None) -> None:
-        """Wait for events (or the stop fd) up to timeout seconds, then hand everything ready to the printer."""
+        """Wait for events (or the stop fd) up to timeout seconds, then hand what the ready sources hold to
+        the printer. Every source is level-triggered but the perf buffers, whose nested epoll reports a
+        wakeup once: a reported fd is drained now, and one not reported has had no wakeup since its last
+        drain."""
         try:
-            self.epoll.poll(-1 if timeout is None else max(timeout, 0.0))
+            ready = self.epoll.poll(-1 if timeout is None else max(timeout, 0.0))
         except InterruptedError:
-            pass
-        self.drain()
+            return
+        drains = self._drains
+        n = 0
+        for fd, _ in ready:
+            drain = drains.get(fd)  # None for the stop fd
+            if drain is not None:
+                n += drain()
+        if n:
+            self.printer.flush()
 
     def drain(self) -> int:
+        """Hand what every source holds to the printer (whether or not its fd was reported)."""
         n = sum(drain() for drain in self._drains.values())
         if n:
             self.printer.flush()

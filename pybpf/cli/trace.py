@@ -28,7 +28,7 @@ Reading trace_pipe consumes its lines for every reader on the system. Ctrl-C, SI
 def trace(pids: tuple[int, ...], comms: tuple[str, ...], as_json: bool, duration: float | None) -> None:
     """Follow bpf_printk output: task, PID, CPU, timestamp and message of every trace_pipe line."""
     from pybpf.cli.runner import Stopper, finish, say
-    from pybpf.events.trace_pipe import TraceEvent, TracePipe, parse_line
+    from pybpf.events.trace_pipe import TracePipe
 
     try:
         pipe = TracePipe()
@@ -58,9 +58,8 @@ def trace(pids: tuple[int, ...], comms: tuple[str, ...], as_json: bool, duration
                 poller.poll(-1 if timeout is None else timeout)
             except InterruptedError:
                 pass
-            lines = pipe.read_lines(0)
-            for line in lines:
-                ev = parse_line(line) or TraceEvent("", 0, -1, "", 0.0, line)
+            events = pipe.read_events(0)
+            for ev in events:
                 if pids and ev.pid not in pids:
                     continue
                 if comms and ev.task not in comms:
@@ -71,7 +70,7 @@ def trace(pids: tuple[int, ...], comms: tuple[str, ...], as_json: bool, duration
                                           "message": ev.message}) + "\n")
                 else:
                     out.write(f"{ev.timestamp:>14.6f} {ev.cpu:>3} {ev.pid:>7} {ev.task:<16} {ev.message}\n")
-            if lines:
+            if events:
                 out.flush()
             stopper.drain()
             if deadline is not None and time.monotonic() >= deadline:

@@ -43,15 +43,14 @@ def vmtest(
       pybpf vmtest -- uname -r
       pybpf vmtest --debian 6.1 -- python3 -m pytest -m kernel2 tests/
     """
-    from pybpf.vmtest import VMTestError, ensure_debian_kernel, kernel_from_vmlinuz, run
+    from pybpf.vmtest import VMTestError, resolve_kernel, run
 
     if kernel is not None and debian is not None:
         raise click.UsageError("give --kernel or --debian, not both")
     if modules is not None and kernel is None:
         raise click.UsageError("--modules goes with --kernel")
     try:
-        image = (kernel_from_vmlinuz(kernel, modules) if kernel is not None
-                 else ensure_debian_kernel(debian or "6.1"))
+        image = resolve_kernel(kernel, debian, modules=modules)
         if fetch_only:
             click.echo(f"release: {image.release}\nvmlinuz: {image.vmlinuz}\nmodules: {image.modules_dir}")
             return

@@ -67,14 +67,18 @@ class TracePipe:
         *lines, self._buf = self._buf.split(b"\n")
         return [ln.decode("utf-8", "replace") for ln in lines if ln]
 
+    def read_events(self, timeout: float | None = None) -> list[TraceEvent]:
+        """`read_lines` as TraceEvents; a line that does not parse comes back with only `message` set
+        (and cpu -1)."""
+        return [parse_line(ln) or TraceEvent("", 0, -1, "", 0.0, ln) for ln in self.read_lines(timeout)]
+
     def events(self, timeout: float | None = None) -> Iterator[TraceEvent]:
         """Yields events; stops after `timeout` seconds without a line (None: never)."""
         while True:
-            lines = self.read_lines(timeout)
-            if not lines:
+            events = self.read_events(timeout)
+            if not events:
                 return
-            for ln in lines:
-                yield parse_line(ln) or TraceEvent("", 0, -1, "", 0.0, ln)
+            yield from events
 
     def __iter__(self) -> Iterator[TraceEvent]:
         return self.events()

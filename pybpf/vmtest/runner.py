@@ -83,15 +83,15 @@ def in_guest() -> bool:
     return os.environ.get(GUEST_ENV_VAR) == "1"
 
 
-def resolve_kernel(kernel: str | os.PathLike[str] | KernelImage | None, debian: str | None) -> KernelImage:
-    """A `KernelImage` from an explicit image path, else from Debian's packages."""
+def resolve_kernel(kernel: str | os.PathLike[str] | KernelImage | None, debian: str | None = None, *,
+                   modules: str | os.PathLike[str] | None = None) -> KernelImage:
+    """A `KernelImage` from an explicit image path (with its /lib/modules/RELEASE directory `modules`, else
+    found beside it), else Debian's linux-image-`debian` (None: `ensure_debian_kernel`'s default version)."""
     if isinstance(kernel, KernelImage):
         return kernel
     if kernel is not None:
-        return kernel_from_vmlinuz(kernel)
-    if debian is not None:
-        return ensure_debian_kernel(debian)
-    raise VMTestError("give a kernel image or a Debian kernel version (e.g. debian='6.1')")
+        return kernel_from_vmlinuz(kernel, modules)
+    return ensure_debian_kernel() if debian is None else ensure_debian_kernel(debian)
 
 
 def _package_root() -> Path:
@@ -223,7 +223,7 @@ def _qemu_args(
 def run(
     cmd: Sequence[str],
     kernel: str | os.PathLike[str] | KernelImage | None = None,
-    debian: str | None = "6.1",
+    debian: str | None = None,
     memory: str = "2G",
     cwd: str | os.PathLike[str] | None = None,
     env: Mapping[str, str] | None = None,
@@ -234,7 +234,8 @@ def run(
     stderr: IO[Any] | None = None,
     console: IO[Any] | None = None,
 ) -> int:
-    """Boot `kernel` (default: Debian's `debian` kernel) under qemu and run `cmd` as root in it.
+    """Boot `kernel` (default: Debian's `debian` kernel, see `resolve_kernel`) under qemu and run `cmd` as
+    root in it.
 
     The guest sees the host's root filesystem read-only with a tmpfs overlay, has proc, sys, devtmpfs,
     tracefs, debugfs, bpffs and cgroup2 mounted, loopback up and `PYBPF_VMTEST=1` set, and starts in
