@@ -6,12 +6,12 @@ import ctypes
 import enum
 import errno
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
 
-from pybpf._sys import FD, bpf, bpf_fd
+from pybpf._sys import FD, bpf
 from pybpf._sys import types as T
 from pybpf._sys.syscall import object_ids
 from pybpf.cli.render import jsonable
@@ -20,26 +20,17 @@ from pybpf.errors import BPFError
 # ---- kernel object walking ------------------------------------------------------------------------------
 
 
-def btf_by_id(btf_id: int) -> Any:
-    """The BTF object `btf_id` as a pybpf.btf.Spec (module BTF is split on top of vmlinux)."""
-    from pybpf import btf
-
-    with bpf_fd(T.Cmd.BTF_GET_FD_BY_ID, T.GetIdAttr(btf_id=btf_id), f"BTF id {btf_id}") as fd:
-        info = T.BtfInfo()
-        attr = T.InfoByFdAttr(bpf_fd=int(fd), info_len=ctypes.sizeof(info), info=ctypes.addressof(info))
-        bpf(T.Cmd.OBJ_GET_INFO_BY_FD, attr, "BTF info")
-        buf = ctypes.create_string_buffer(info.btf_size)
-        size, kernel = info.btf_size, info.kernel_btf
-        info = T.BtfInfo(btf=ctypes.addressof(buf), btf_size=size)
-        attr = T.InfoByFdAttr(bpf_fd=int(fd), info_len=ctypes.sizeof(info), info=ctypes.addressof(info))
-        bpf(T.Cmd.OBJ_GET_INFO_BY_FD, attr, "BTF data")
-    data = buf.raw[:size]
-    if kernel:
-        base = btf.kernel_spec()
-        if data == base.data:
-            return base
-        return btf.Spec(data, base)
-    return btf.Spec(data)
+def _kernel_objects(next_id: T.Cmd, open_id: Callable[[int], Any]) -> Iterator[Any]:
+    """Every kernel object that `next_id` (PROG/MAP_GET_NEXT_ID) lists, opened by id with `open_id` (the
+    caller closes them); objects gone between listing and opening are skipped."""
+    for obj_id in object_ids(next_id):
+        try:
+            obj = open_id(obj_id)
+        except BPFError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
+            continue
+        yield obj
 
 
 def _type_name(t: Any) -> str:
@@ -83,13 +74,9 @@ def _prog_record(prog: Any) -> dict[str, Any]:
 def _programs() -> Iterator[dict[str, Any]]:
     from pybpf.program import Program
 
-    for prog_id in object_ids(T.Cmd.PROG_GET_NEXT_ID):
-        try:
-            with Program.from_id(prog_id) as prog:
-                yield _prog_record(prog)
-        except BPFError as exc:
-            if exc.errno != errno.ENOENT:  # unloaded between the two calls
-                raise
+    for prog in _kernel_objects(T.Cmd.PROG_GET_NEXT_ID, Program.from_id):
+        with prog:
+            yield _prog_record(prog)
 
 
 @click.group()
@@ -146,6 +133,8 @@ def _annotate(insns: Any, fd: FD) -> None:
                       nr_func_info=n_funcs, func_info_rec_size=func_size, func_info=ctypes.addressof(funcs))
     attr = T.InfoByFdAttr(bpf_fd=int(fd), info_len=ctypes.sizeof(info), info=ctypes.addressof(info))
     bpf(T.Cmd.OBJ_GET_INFO_BY_FD, attr, "program line info")
+    from pybpf.btf import btf_by_id
+
     spec = btf_by_id(info.btf_id)
     by_slot: dict[int, Any] = {}
     slot = 0
@@ -177,15 +166,14 @@ def _kernel_call_names() -> Any:
         symbols = kernel_symbols()
         base = symbols.address_of("__bpf_call_base")
     except BPFError:
-        return None
-    if not base:
         return None  # kallsyms hidden (kptr_restrict): helper names from the helper table instead
+    if not base:
+        return None  # no __bpf_call_base in kallsyms
 
     def name(insn: Any) -> str | None:
         if insn.src not in (0, op.PSEUDO_KFUNC_CALL):
             return None
-        imm = insn.imm - (1 << 32) if insn.imm & 0x80000000 else insn.imm
-        target = symbols.lookup(base + imm)
+        target = symbols.lookup(base + insn.imm)  # imm is signed: callees before __bpf_call_base are < 0
         return target.name if target is not None and target.offset == 0 else None
 
     return name
@@ -243,11 +231,7 @@ def _open_map(ref: str) -> Any:
         return Map.from_id(int(ref))
     if "/" in ref:
         return Map.from_pin(ref)
-    for map_id in object_ids(T.Cmd.MAP_GET_NEXT_ID):
-        try:
-            m = Map.from_id(map_id)
-        except BPFError:
-            continue
+    for m in _kernel_objects(T.Cmd.MAP_GET_NEXT_ID, Map.from_id):
         if m.info().name == ref:
             return m
         m.close()
@@ -259,6 +243,8 @@ def _typed(m: Any) -> bool:
     info = m.info()
     if not info.btf_id or not (info.btf_key_type_id or info.btf_value_type_id):
         return False
+    from pybpf.btf import btf_by_id
+
     try:
         spec = btf_by_id(info.btf_id)
         m.set_codec(key=spec.type(info.btf_key_type_id) if info.btf_key_type_id else None,
@@ -281,13 +267,9 @@ def map_list(as_json: bool) -> None:
 
     records = []
     try:
-        for map_id in object_ids(T.Cmd.MAP_GET_NEXT_ID):
-            try:
-                with Map.from_id(map_id) as m:
-                    records.append(_map_record(m))
-            except BPFError as exc:
-                if exc.errno != errno.ENOENT:
-                    raise
+        for m in _kernel_objects(T.Cmd.MAP_GET_NEXT_ID, Map.from_id):
+            with m:
+                records.append(_map_record(m))
     except BPFError as exc:
         raise _fail(exc) from exc
     if as_json:
@@ -344,8 +326,7 @@ def _links() -> Iterator[dict[str, Any]]:
     from pybpf.link.base import kernel_links
 
     for info in kernel_links():
-        kind = info.type.name.lower() if isinstance(info.type, T.LinkType) else str(info.type)
-        yield {"id": info.id, "type": kind, "prog_id": info.prog_id}
+        yield {"id": info.id, "type": _type_name(info.type), "prog_id": info.prog_id}
 
 
 @link.command("list")

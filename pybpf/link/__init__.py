@@ -14,11 +14,16 @@ from pybpf.link.base import Link, LinkInfo, detach_all, live_links
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from pybpf.link.cgroup import attach_cgroup
     from pybpf.link.iter import IterLink, attach_iter
     from pybpf.link.kprobe import attach_kprobe, attach_kprobe_multi
     from pybpf.link.ksyscall import attach_ksyscall
+    from pybpf.link.netns import attach_netns
     from pybpf.link.perf_event import PerfEventLink, attach_perf_event, attach_perf_event_fd
     from pybpf.link.raw_tracepoint import attach_raw_tracepoint
+    from pybpf.link.socket import attach_socket
+    from pybpf.link.sockmap import attach_sockmap
+    from pybpf.link.tc import attach_tc
     from pybpf.link.tracepoint import attach_tracepoint
     from pybpf.link.tracing import (
         attach_freplace,
@@ -27,6 +32,9 @@ if TYPE_CHECKING:
         attach_tracing,
         resolve_attach_btf,
     )
+    from pybpf.link.uprobe import attach_uprobe, attach_uprobe_multi, attach_uretprobe
+    from pybpf.link.usdt import attach_usdt
+    from pybpf.link.xdp import attach_xdp
 
 # name -> module under pybpf.link, imported when the name is first used.
 _LAZY = {
@@ -69,6 +77,7 @@ __all__ = [
     "PerfEventLink",
     "attach",
     "attach_all",
+    "attach_cgroup",
     "attach_freplace",
     "attach_iter",
     "attach_kprobe",
@@ -76,11 +85,20 @@ __all__ = [
     "attach_ksyscall",
     "attach_lsm",
     "attach_lsm_cgroup",
+    "attach_netns",
     "attach_perf_event",
     "attach_perf_event_fd",
     "attach_raw_tracepoint",
+    "attach_socket",
+    "attach_sockmap",
+    "attach_tc",
     "attach_tracepoint",
     "attach_tracing",
+    "attach_uprobe",
+    "attach_uprobe_multi",
+    "attach_uretprobe",
+    "attach_usdt",
+    "attach_xdp",
     "auto_attachable",
     "detach_all",
     "hook_of",

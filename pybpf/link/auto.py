@@ -15,7 +15,6 @@ is among `targets` (each hook takes only the keywords it knows), collecting fail
 from __future__ import annotations
 
 import errno as _errno
-import importlib
 
 from pybpf._sys import types as T
 from pybpf.errors import BPFError
@@ -36,14 +35,11 @@ if TYPE_CHECKING:
     _Runner = Callable[[Program, str, str, _Args, _Kwargs], Link]  # (program, section prefix, target, ...)
 
 
-def _call(module: str, function: str, *args: Any, **kwargs: Any) -> Link:
-    """Call pybpf.link.<module>.<function>, importing the hook's module only when it is used."""
-    mod = importlib.import_module(f"pybpf.link.{module}")
-    try:
-        fn = getattr(mod, function)
-    except AttributeError:
-        raise BPFError(f"pybpf.link.{module} has no {function}() yet", _errno.ENOSYS) from None
-    link: Link = fn(*args, **kwargs)
+def _call(function: str, *args: Any, **kwargs: Any) -> Link:
+    """Call pybpf.link.<function>: the hook's module is imported when it is first used."""
+    import pybpf.link
+
+    link: Link = getattr(pybpf.link, function)(*args, **kwargs)
     return link
 
 
@@ -51,28 +47,22 @@ def _call(module: str, function: str, *args: Any, **kwargs: Any) -> Link:
 
 
 def _tracepoint(p: Program, pfx: str, target: str, args: _Args, kw: _Kwargs) -> Link:
-    return _call("tracepoint", "attach_tracepoint", p, *(args or _need(p, target, "category/name")), **kw)
+    return _call("attach_tracepoint", p, *(args or _need(p, target, "category/name")), **kw)
 
 
 def _raw_tp(p: Program, pfx: str, target: str, args: _Args, kw: _Kwargs) -> Link:
-    return _call("raw_tracepoint", "attach_raw_tracepoint", p, *(args or _need(p, target, "name")), **kw)
+    return _call("attach_raw_tracepoint", p, *(args or _need(p, target, "name")), **kw)
 
 
 def _tracing(p: Program, pfx: str, target: str, args: _Args, kw: _Kwargs) -> Link:
-    if pfx == "freplace" and (args or "target" in kw):
-        if args:
-            kw = {"target": args[0], **({"function": args[1]} if len(args) > 1 else {}), **kw}
-        return _call("tracing", "attach_freplace", p, **kw)
     if args:
         raise TypeError(f"{pfx} programs attach to the target they were loaded for; no arguments")
-    return _call("tracing", "attach_tracing", p, **kw)
+    return _call("attach_tracing", p, **kw)
 
 
-def _lsm_cgroup(p: Program, pfx: str, target: str, args: _Args, kw: _Kwargs) -> Link:
-    cgroup = args[0] if args else kw.pop("cgroup", None)
-    if cgroup is None:
-        raise TypeError("lsm_cgroup programs need cgroup= (a cgroup v2 directory)")
-    return _call("tracing", "attach_lsm_cgroup", p, cgroup, **kw)
+def _freplace(p: Program, pfx: str, target: str, args: _Args, kw: _Kwargs) -> Link:
+    # Without a target program: the one it was loaded for (attach_freplace hands it to attach_tracing).
+    return _call("attach_freplace", p, *args, **kw)
 
 
 _MAP_ITERS = frozenset({"bpf_map_elem", "bpf_sk_storage_map", "sockmap"})
@@ -81,36 +71,25 @@ _MAP_ITERS = frozenset({"bpf_map_elem", "bpf_sk_storage_map", "sockmap"})
 def _iter(p: Program, pfx: str, target: str, args: _Args, kw: _Kwargs) -> Link:
     if args:
         raise TypeError("iterators take keyword targets only: map=, cgroup=, tid=, pid=, pid_fd=")
-    if kw.pop("_lenient", False):  # attach_all: drop targets meant for other kinds of iterator
-        if target not in _MAP_ITERS:
-            kw.pop("map", None)
-        if target != "cgroup":
-            kw.pop("cgroup", None)
-            kw.pop("order", None)
-    return _call("iter", "attach_iter", p, **kw)
+    return _call("attach_iter", p, **kw)
 
 
 def _kprobe(p: Program, pfx: str, target: str, args: _Args, kw: _Kwargs) -> Link:
-    from pybpf.link.kprobe import parse_kprobe_target
-
-    retprobe = pfx == "kretprobe"
-    kw.setdefault("retprobe", retprobe)
-    if args:
-        return _call("kprobe", "attach_kprobe", p, *args, **kw)
-    func, offset = parse_kprobe_target(_need(p, target, "function")[0])
-    return _call("kprobe", "attach_kprobe", p, func, offset, **kw)
+    kw.setdefault("retprobe", pfx == "kretprobe")
+    # attach_kprobe splits a "func+0x10" section target itself.
+    return _call("attach_kprobe", p, *(args or _need(p, target, "function")), **kw)
 
 
 def _kprobe_multi(p: Program, pfx: str, target: str, args: _Args, kw: _Kwargs) -> Link:
     kw.setdefault("retprobe", pfx == "kretprobe.multi")
     if args or "symbols" in kw or "addresses" in kw:
-        return _call("kprobe", "attach_kprobe_multi", p, *args, **kw)
-    return _call("kprobe", "attach_kprobe_multi", p, _need(p, target, "pattern")[0], **kw)
+        return _call("attach_kprobe_multi", p, *args, **kw)
+    return _call("attach_kprobe_multi", p, _need(p, target, "pattern")[0], **kw)
 
 
 def _ksyscall(p: Program, pfx: str, target: str, args: _Args, kw: _Kwargs) -> Link:
     kw.setdefault("retprobe", pfx == "kretsyscall")
-    return _call("ksyscall", "attach_ksyscall", p, *(args or _need(p, target, "syscall")), **kw)
+    return _call("attach_ksyscall", p, *(args or _need(p, target, "syscall")), **kw)
 
 
 def parse_uprobe_target(target: str) -> tuple[str, str | None, int]:
@@ -129,17 +108,24 @@ def parse_uprobe_target(target: str) -> tuple[str, str | None, int]:
 
 
 def _uprobe(p: Program, pfx: str, target: str, args: _Args, kw: _Kwargs) -> Link:
-    retprobe = pfx.startswith("uretprobe")
-    kw.setdefault("retprobe", retprobe)
-    if ".multi" in pfx:
-        return _call("uprobe", "attach_uprobe_multi", p, *(args or _split_uprobe(target)[:2]), **kw)
+    kw.setdefault("retprobe", pfx.startswith("uretprobe"))
     if args or ("binary" in kw and not target):
-        return _call("uprobe", "attach_uprobe", p, *args, **kw)
+        return _call("attach_uprobe", p, *args, **kw)
     binary, symbol, offset = parse_uprobe_target(_need(p, target, "binary:function")[0])
     if "symbol" not in kw and "offset" not in kw:
         # binary= only swaps the file: the section still says where in it
         kw["symbol"], kw["offset"] = symbol, offset
-    return _call("uprobe", "attach_uprobe", p, kw.pop("binary", binary), **kw)
+    return _call("attach_uprobe", p, kw.pop("binary", binary), **kw)
+
+
+def _uprobe_multi(p: Program, pfx: str, target: str, args: _Args, kw: _Kwargs) -> Link:
+    kw.setdefault("retprobe", pfx.startswith("uretprobe"))
+    if args or ("binary" in kw and not target):
+        return _call("attach_uprobe_multi", p, *args, **kw)
+    binary, pattern = _split_uprobe(_need(p, target, "binary:pattern")[0])
+    if "symbols" not in kw and "offsets" not in kw:
+        kw["symbols"] = pattern  # binary= only swaps the file, as for uprobes
+    return _call("attach_uprobe_multi", p, kw.pop("binary", binary), **kw)
 
 
 def _split_uprobe(target: str) -> tuple[str, str]:
@@ -151,62 +137,50 @@ def _split_uprobe(target: str) -> tuple[str, str]:
 
 def _usdt(p: Program, pfx: str, target: str, args: _Args, kw: _Kwargs) -> Link:
     if args or ("binary" in kw and not target):
-        return _call("usdt", "attach_usdt", p, *args, **kw)
+        return _call("attach_usdt", p, *args, **kw)
     parts = _need(p, target, "binary:provider:name")[0].rsplit(":", 2)
     if len(parts) != 3:
         raise ValueError(f"usdt target {target!r}: expected '<binary>:<provider>:<name>'")
     binary, provider, name = parts
     # binary= only swaps the file: the section still names the probe
-    return _call("usdt", "attach_usdt", p, kw.pop("binary", binary), kw.pop("provider", provider),
+    return _call("attach_usdt", p, kw.pop("binary", binary), kw.pop("provider", provider),
                  kw.pop("name", name), **kw)
 
 
 def _perf_event(p: Program, pfx: str, target: str, args: _Args, kw: _Kwargs) -> Link:
     if "frequency" not in kw and "period" not in kw:
         raise TypeError("perf_event programs need frequency= or period= (and optionally an event name)")
-    return _call("perf_event", "attach_perf_event", p, *args, **kw)
+    return _call("attach_perf_event", p, *args, **kw)
 
 
-def _xdp(p: Program, pfx: str, target: str, args: _Args, kw: _Kwargs) -> Link:
-    iface = args[0] if args else kw.pop("iface", None)
-    if iface is None:
-        raise TypeError("xdp programs need an interface: attach(iface='eth0')")
-    return _call("xdp", "attach_xdp", p, iface, *args[1:], **kw)
+def _given_target(keyword: str, function: str, hint: str) -> _Runner:
+    """A runner for hooks whose target comes from the caller: the first argument or `keyword` (`hint` is the
+    TypeError without either; an empty `hint` lets the function decide, e.g. netns None = the current one)."""
+
+    def run(p: Program, pfx: str, target: str, args: _Args, kw: _Kwargs) -> Link:
+        where = args[0] if args else kw.pop(keyword, None)
+        if where is None and hint:
+            raise TypeError(hint)
+        return _call(function, p, where, *args[1:], **kw)
+
+    return run
+
+
+_xdp = _given_target("iface", "attach_xdp", "xdp programs need an interface: attach(iface='eth0')")
+_tc_iface = _given_target("iface", "attach_tc",
+                          "tc programs need an interface: attach(iface='eth0', direction='ingress')")
+_cgroup = _given_target("cgroup", "attach_cgroup",
+                        "cgroup programs need a cgroup: attach(cgroup='/sys/fs/cgroup/...')")
+_lsm_cgroup = _given_target("cgroup", "attach_lsm_cgroup", "lsm_cgroup programs need cgroup= (a cgroup v2 directory)")
+_socket = _given_target("sock", "attach_socket", "socket filters need a socket: attach(sock=s)")
+_netns = _given_target("netns", "attach_netns", "")
+_sockmap = _given_target("map", "attach_sockmap", "sk_skb/sk_msg programs need the sockmap: attach(map=m)")
 
 
 def _tc(p: Program, pfx: str, target: str, args: _Args, kw: _Kwargs) -> Link:
-    iface = args[0] if args else kw.pop("iface", None)
-    if iface is None:
-        raise TypeError("tc programs need an interface: attach(iface='eth0', direction='ingress')")
-    if pfx.endswith(("/ingress", "/egress")):
+    if pfx.endswith(("/ingress", "/egress")) and len(args) < 2:
         kw.setdefault("direction", pfx.rpartition("/")[2])
-    return _call("tc", "attach_tc", p, iface, *args[1:], **kw)
-
-
-def _cgroup(p: Program, pfx: str, target: str, args: _Args, kw: _Kwargs) -> Link:
-    cgroup = args[0] if args else kw.pop("cgroup", None)
-    if cgroup is None:
-        raise TypeError("cgroup programs need a cgroup: attach(cgroup='/sys/fs/cgroup/...')")
-    return _call("cgroup", "attach_cgroup", p, cgroup, *args[1:], **kw)
-
-
-def _socket(p: Program, pfx: str, target: str, args: _Args, kw: _Kwargs) -> Link:
-    sock = args[0] if args else kw.pop("sock", None)
-    if sock is None:
-        raise TypeError("socket filters need a socket: attach(sock=s)")
-    return _call("socket", "attach_socket", p, sock, **kw)
-
-
-def _netns(p: Program, pfx: str, target: str, args: _Args, kw: _Kwargs) -> Link:
-    netns = args[0] if args else kw.pop("netns", None)
-    return _call("netns", "attach_netns", p, netns, **kw)
-
-
-def _sockmap(p: Program, pfx: str, target: str, args: _Args, kw: _Kwargs) -> Link:
-    target_map = args[0] if args else kw.pop("map", None)
-    if target_map is None:
-        raise TypeError("sk_skb/sk_msg programs need the sockmap: attach(map=m)")
-    return _call("sockmap", "attach_sockmap", p, target_map, **kw)
+    return _tc_iface(p, pfx, target, args, kw)
 
 
 def _need(p: Program, target: str, what: str) -> tuple[str]:
@@ -223,36 +197,36 @@ def _need(p: Program, target: str, what: str) -> tuple[str]:
 class _Hook:
     """One hook family: its runner, the keywords it takes, and which of them attach_all needs."""
 
-    __slots__ = ("accepts", "name", "needs", "run", "target_in_section")
+    __slots__ = ("accepts", "name", "needs", "run")
 
-    def __init__(self, name: str, run: _Runner, accepts: str = "", needs: str = "",
-                 target_in_section: bool = True) -> None:
-        self.name = name
+    def __init__(self, name: str, run: _Runner, accepts: str = "", needs: str = "") -> None:
+        self.name = name  # what hook_of() reports
         self.run = run
         self.accepts = frozenset(accepts.split())  # keywords this hook takes
         self.needs = frozenset(needs.split())  # keywords of which attach_all needs one without a section target
-        self.target_in_section = target_in_section  # whether a section target is enough to attach
 
 
 _hook = _Hook
 _TRACEPOINT = _hook("tracepoint", _tracepoint, "cookie")
 _RAW_TP = _hook("raw_tracepoint", _raw_tp, "cookie")
-_TRACING = _hook("tracing", _tracing, "cookie target function", "target")
-_LSM_CGROUP = _hook("lsm_cgroup", _lsm_cgroup, "cgroup", "cgroup", False)
+_TRACING = _hook("tracing", _tracing, "cookie")
+_FREPLACE = _hook("tracing", _freplace, "target function", "target")
+_LSM_CGROUP = _hook("lsm_cgroup", _lsm_cgroup, "cgroup", "cgroup")
 _ITER = _hook("iter", _iter, "map cgroup order tid pid pid_fd")
 _KPROBE = _hook("kprobe", _kprobe, "cookie maxactive legacy retprobe")
 _KPROBE_MULTI = _hook("kprobe_multi", _kprobe_multi, "symbols addresses cookies retprobe")
 _KSYSCALL = _hook("ksyscall", _ksyscall, "cookie retprobe")
-_UPROBE = _hook("uprobe", _uprobe, "binary symbol symbols offset offsets pid retprobe cookie cookies ref_ctr_offset "
-                "ref_ctr_offsets legacy", "binary")
+_UPROBE = _hook("uprobe", _uprobe, "binary symbol offset pid retprobe cookie ref_ctr_offset legacy", "binary")
+_UPROBE_MULTI = _hook("uprobe", _uprobe_multi, "binary symbols offsets pid retprobe cookies ref_ctr_offsets",
+                      "binary")
 _USDT = _hook("usdt", _usdt, "binary provider name pid cookie legacy", "binary")
-_PERF_EVENT = _hook("perf_event", _perf_event, "event frequency period pid cpus cookie", "frequency period", False)
-_XDP = _hook("xdp", _xdp, "iface mode flags netns netlink", "iface", False)
-_TC = _hook("tc", _tc, "iface direction legacy netns priority handle", "iface", False)
-_CGROUP = _hook("cgroup", _cgroup, "cgroup attach_type flags legacy", "cgroup", False)
-_SOCKET = _hook("socket", _socket, "sock", "sock", False)
-_NETNS = _hook("netns", _netns, "netns", "netns", False)
-_SOCKMAP = _hook("sockmap", _sockmap, "map attach_type legacy", "map", False)
+_PERF_EVENT = _hook("perf_event", _perf_event, "event frequency period pid cpus cookie", "frequency period")
+_XDP = _hook("xdp", _xdp, "iface mode flags netns netlink", "iface")
+_TC = _hook("tc", _tc, "iface direction legacy netns priority handle", "iface")
+_CGROUP = _hook("cgroup", _cgroup, "cgroup attach_type flags legacy", "cgroup")
+_SOCKET = _hook("socket", _socket, "sock", "sock")
+_NETNS = _hook("netns", _netns, "netns", "netns")
+_SOCKMAP = _hook("sockmap", _sockmap, "map attach_type legacy", "map")
 
 # Section prefix (libbpf's, without "+" or trailing "/") -> hook. Fixed names like "tc/ingress" are listed whole.
 _BY_PREFIX: dict[str, _Hook] = {
@@ -260,13 +234,14 @@ _BY_PREFIX: dict[str, _Hook] = {
     "raw_tracepoint": _RAW_TP, "raw_tp": _RAW_TP, "raw_tracepoint.w": _RAW_TP, "raw_tp.w": _RAW_TP,
     "tp_btf": _TRACING, "fentry": _TRACING, "fexit": _TRACING, "fmod_ret": _TRACING,
     "fentry.s": _TRACING, "fexit.s": _TRACING, "fmod_ret.s": _TRACING, "lsm": _TRACING, "lsm.s": _TRACING,
-    "freplace": _TRACING, "lsm_cgroup": _LSM_CGROUP,
+    "freplace": _FREPLACE, "lsm_cgroup": _LSM_CGROUP,
     "iter": _ITER, "iter.s": _ITER,
     "kprobe": _KPROBE, "kretprobe": _KPROBE,
     "kprobe.multi": _KPROBE_MULTI, "kretprobe.multi": _KPROBE_MULTI,
     "ksyscall": _KSYSCALL, "kretsyscall": _KSYSCALL,
     "uprobe": _UPROBE, "uretprobe": _UPROBE, "uprobe.s": _UPROBE, "uretprobe.s": _UPROBE,
-    "uprobe.multi": _UPROBE, "uretprobe.multi": _UPROBE, "uprobe.multi.s": _UPROBE, "uretprobe.multi.s": _UPROBE,
+    "uprobe.multi": _UPROBE_MULTI, "uretprobe.multi": _UPROBE_MULTI, "uprobe.multi.s": _UPROBE_MULTI,
+    "uretprobe.multi.s": _UPROBE_MULTI,
     "usdt": _USDT, "usdt.s": _USDT,
     "perf_event": _PERF_EVENT,
     "xdp": _XDP, "xdp.frags": _XDP,
@@ -284,7 +259,7 @@ _BY_TYPE: dict[int, tuple[_Hook, str]] = {
     T.ProgType.RAW_TRACEPOINT_WRITABLE: (_RAW_TP, "raw_tp.w"),
     T.ProgType.TRACING: (_TRACING, "tracing"),
     T.ProgType.LSM: (_TRACING, "lsm"),
-    T.ProgType.EXT: (_TRACING, "freplace"),
+    T.ProgType.EXT: (_FREPLACE, "freplace"),
     T.ProgType.KPROBE: (_KPROBE, "kprobe"),
     T.ProgType.PERF_EVENT: (_PERF_EVENT, "perf_event"),
     T.ProgType.XDP: (_XDP, "xdp"),
@@ -329,7 +304,7 @@ def _lookup(program: Program) -> tuple[_Hook, str, str]:
         if found is not None:
             pfx, target = found
             hook = _BY_PREFIX.get(pfx)
-            if hook is None and pfx.startswith(("cgroup", "cgroup_skb")):
+            if hook is None and pfx.startswith("cgroup"):
                 hook = _CGROUP
             if hook is not None:
                 return hook, pfx, target
@@ -345,6 +320,8 @@ def _lookup(program: Program) -> tuple[_Hook, str, str]:
         hook, pfx = _ITER, "iter"
     elif program.type == T.ProgType.KPROBE and program.attach_type == T.AttachType.TRACE_KPROBE_MULTI:
         hook, pfx = _KPROBE_MULTI, "kprobe.multi"
+    elif program.type == T.ProgType.KPROBE and program.attach_type == T.AttachType.TRACE_UPROBE_MULTI:
+        hook, pfx = _UPROBE_MULTI, "uprobe.multi"
     return hook, pfx, ""
 
 
@@ -368,28 +345,41 @@ def attach(program: Program, *args: Any, **kwargs: Any) -> Link:
     return hook.run(program, pfx, target, args, dict(kwargs))
 
 
-def _attachable(hook: _Hook, pfx: str, target: str, program: Program, targets: dict[str, Any]) -> bool:
+def _attachable(hook: _Hook, target: str, program: Program, targets: dict[str, Any]) -> bool:
     if any(k in targets for k in hook.needs):
         return True
     if hook is _TRACING:
-        # freplace needs the program it replaces: given at load time or as target=.
-        return pfx != "freplace" or (program.spec is not None and program.spec.attach_prog_fd is not None)
+        return True  # the target was given at load time
+    if hook is _FREPLACE:
+        # the program it replaces: given at load time or as target=
+        return program.spec is not None and program.spec.attach_prog_fd is not None
     if hook is _ITER:
         return target not in _MAP_ITERS or "map" in targets
     if hook is _USDT:
         return target.count(":") >= 2
-    if hook is _UPROBE:
+    if hook is _UPROBE or hook is _UPROBE_MULTI:
         return ":" in target
-    return hook.target_in_section and bool(target)
+    return not hook.needs and bool(target)
+
+
+def _keywords_for(hook: _Hook, target: str, targets: dict[str, Any]) -> dict[str, Any]:
+    """The part of attach_all's `targets` that `hook` takes (for iterators: the part their kind takes)."""
+    accepts = hook.accepts
+    if hook is _ITER:
+        if target not in _MAP_ITERS:
+            accepts = accepts - {"map"}
+        if target != "cgroup":
+            accepts = accepts - {"cgroup", "order"}
+    return {k: v for k, v in targets.items() if k in accepts}
 
 
 def auto_attachable(program: Program) -> bool:
     """Whether `attach(program)` can work without arguments (the section names the whole target)."""
     try:
-        hook, pfx, target = _lookup(program)
+        hook, _, target = _lookup(program)
     except BPFError:
         return False
-    return _attachable(hook, pfx, target, program, {})
+    return _attachable(hook, target, program, {})
 
 
 def attach_all(programs: Iterable[Program], **targets: Any) -> tuple[list[Link], dict[str, Exception]]:
@@ -407,13 +397,10 @@ def attach_all(programs: Iterable[Program], **targets: Any) -> tuple[list[Link],
             hook, pfx, target = _lookup(program)
         except BPFError:
             continue  # struct_ops, syscall, devmap programs: nothing to attach
-        if not _attachable(hook, pfx, target, program, targets):
+        if not _attachable(hook, target, program, targets):
             continue
-        kwargs = {k: v for k, v in targets.items() if k in hook.accepts}
-        if hook is _ITER:
-            kwargs["_lenient"] = True
         try:
-            links.append(hook.run(program, pfx, target, (), kwargs))
+            links.append(hook.run(program, pfx, target, (), _keywords_for(hook, target, targets)))
         except Exception as exc:  # reported per program
             failures[program.name] = exc
     return links, failures

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from pybpf.program import Program
 
-__all__ = ["CgroupLink", "attach_cgroup", "cgroup2_root", "cgroup_attach_type"]
+__all__ = ["CgroupLink", "attach_cgroup", "cgroup2_root", "cgroup_attach_type", "open_cgroup"]
 
 # Attach types of each cgroup program type: what a program may be attached as when its section did not
 # say (and what an explicit attach_type is checked against).
@@ -86,7 +86,9 @@ def cgroup_attach_type(name: str | T.AttachType) -> T.AttachType:
                      "'egress', 'sockops', 'dev', 'sysctl', 'getsockopt')")
 
 
-def _open_cgroup(cgroup: str | os.PathLike[str] | int | FD) -> tuple[FD, str]:
+def open_cgroup(cgroup: str | os.PathLike[str] | int | FD) -> tuple[FD, str]:
+    """An fd of a cgroup v2 directory (a path, a name under the cgroup v2 root, or an fd, which is
+    duplicated) and how to name it in messages; the caller closes the fd."""
     if isinstance(cgroup, (int, FD)):
         return FD(os.dup(int(cgroup))), f"cgroup fd {int(cgroup)}"
     path = os.fspath(cgroup)
@@ -119,7 +121,7 @@ def attach_cgroup(
     (BPF_F_ALLOW_MULTI, BPF_F_ALLOW_OVERRIDE, BPF_F_REPLACE...) select BPF_PROG_ATTACH; so does
     `legacy=True`. `legacy=False` insists on a BPF link."""
     kind = _resolve_attach_type(program, attach_type)
-    cg_fd, cg_name = _open_cgroup(cgroup)
+    cg_fd, cg_name = open_cgroup(cgroup)
     where = f"{cg_name} ({kind.name.lower()})"
     try:
         if flags:

@@ -87,12 +87,10 @@ def attach_iter(
     (``iter/bpf_map_elem``, ``iter/bpf_sk_storage_map``, ``iter/sockmap``); `cgroup` (path or fd) and
     `order` for ``iter/cgroup``; `tid`, `pid` or `pid_fd` to restrict ``iter/task*`` to one task or process.
     """
-    attach_type = program.attach_type if program.attach_type is not None else (
-        program.spec.attach_type if program.spec is not None else None)
-    if program.type != T.ProgType.TRACING or attach_type not in (T.AttachType.TRACE_ITER, None):
+    if program.type != T.ProgType.TRACING or program.attach_type not in (T.AttachType.TRACE_ITER, None):
         raise BPFError(f"program {program.name!r} is not an iterator program (SEC(\"iter/...\"))", _errno.EINVAL)
     info: T.IterLinkInfo | None = None
-    cg_fd = -1
+    cg_fd: FD | None = None
     spec_target = program.spec.attach_to if program.spec is not None else ""
     target = f"iter/{spec_target}" if spec_target else "iter"
     if map is not None:
@@ -105,11 +103,10 @@ def attach_iter(
             except KeyError:
                 names = ", ".join(o.name.lower() for o in T.CgroupIterOrder if o)
                 raise ValueError(f"unknown cgroup iterator order {order!r}; one of {names}") from None
-        if isinstance(cgroup, int):
-            fd = cgroup
-        else:
-            cg_fd = fd = os.open(os.fspath(cgroup), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        info = T.IterLinkInfo(cgroup=T.IterLinkInfo_Cgroup(order=int(order), cgroup_fd=fd))
+        from pybpf.link.cgroup import open_cgroup
+
+        cg_fd, _ = open_cgroup(cgroup)
+        info = T.IterLinkInfo(cgroup=T.IterLinkInfo_Cgroup(order=int(order), cgroup_fd=int(cg_fd)))
         target += f" cgroup {cgroup}"
     elif tid or pid or pid_fd:
         info = T.IterLinkInfo(task=T.IterLinkInfo_Task(tid=tid, pid=pid, pid_fd=pid_fd))
@@ -121,8 +118,8 @@ def attach_iter(
     try:
         ret = bpf_errno(T.Cmd.LINK_CREATE, attr)
     finally:
-        if cg_fd >= 0:
-            os.close(cg_fd)
+        if cg_fd is not None:
+            cg_fd.close()
     if ret < 0:
         err = -ret
         if err == _errno.EINVAL and info is not None and (tid or pid or pid_fd):

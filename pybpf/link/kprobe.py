@@ -15,18 +15,15 @@ from __future__ import annotations
 
 import ctypes
 import errno as _errno
-import functools
-import itertools
 import os
-import threading
 
 from pybpf._sys import types as T
 from pybpf._sys.fd import FD
 from pybpf._sys.syscall import bpf_errno, perf_event_open
 from pybpf.errors import BPFError, NotSupportedError
-from pybpf.link._legacy_events import append_event, owned_events, remove_stale
+from pybpf.link._legacy_events import LegacyEvents
 from pybpf.link.base import Link
-from pybpf.link.perf_event import attach_to_perf_event
+from pybpf.link.perf_event import attach_perf_event_fd, pmu_info
 from pybpf.link.tracepoint import attach_tracepoint_id, tracefs, tracepoint_id
 
 TYPE_CHECKING = False
@@ -47,35 +44,14 @@ __all__ = [
 
 _PMU = "/sys/bus/event_source/devices/kprobe"
 KPROBE_GROUP = "pybpf"  # tracefs group of the legacy probes this package creates
-_MAX_EVENT_NAME = 64  # MAX_EVENT_NAME_LEN in kernel/trace/trace.h
-_counter = itertools.count()
-_cleanup_lock = threading.Lock()
-_cleaned = False
 _NO_KPROBES = ("CONFIG_KPROBES is off: there is no kprobe PMU (/sys/bus/event_source/devices/kprobe) and "
                "tracefs has no kprobe_events; use a tracepoint or fentry/fexit instead")
 
 
-@functools.cache
 def kprobe_pmu() -> tuple[int, int] | None:
     """(PMU type, retprobe config bit) of the kprobe PMU, or None when the kernel has none."""
-    try:
-        with open(os.path.join(_PMU, "type")) as f:
-            pmu_type = int(f.read())
-    except (OSError, ValueError):
-        return None
-    bit = 0
-    try:
-        with open(os.path.join(_PMU, "format", "retprobe")) as f:
-            # "config:0": the bit within attr.config that asks for a return probe.
-            bit = int(f.read().strip().partition(":")[2].split("-")[0])
-    except (OSError, ValueError):
-        pass
-    return pmu_type, bit
-
-
-def _kprobe_events() -> str | None:
-    path = os.path.join(tracefs(), "kprobe_events")
-    return path if os.path.exists(path) else None
+    pmu = pmu_info("kprobe")
+    return None if pmu is None else (pmu[0], pmu[1].get("retprobe", 0))
 
 
 def parse_kprobe_target(target: str) -> tuple[str, int]:
@@ -119,9 +95,9 @@ def attach_kprobe(
     if not use_legacy:
         if pmu is None:
             raise NotSupportedError(kind, "4.17", _errno.ENOENT, detail="no kprobe PMU "
-                                    f"({_PMU}); {'CONFIG_KPROBES is off' if _kprobe_events() is None else 'try legacy=True'}")
+                                    f"({_PMU}); {'CONFIG_KPROBES is off' if _LEGACY.path() is None else 'try legacy=True'}")
         return _attach_pmu(program, pmu, symbol, offset, retprobe, cookie, kind, target)
-    if _kprobe_events() is None:
+    if _LEGACY.path() is None:
         raise NotSupportedError(kind, "", _errno.ENOENT, detail=_NO_KPROBES)
     if isinstance(symbol, int):
         raise ValueError("legacy (tracefs) kprobes take a symbol name, not an address")
@@ -149,12 +125,7 @@ def _attach_pmu(program: Program, pmu: tuple[int, int], symbol: str | int, offse
         _raise_open_error(exc.errno or 0, kind, target)
     finally:
         del name_buf  # the kernel copied the name during the call
-    try:
-        link_fd = attach_to_perf_event(program, pfd, cookie=cookie, what=f"{kind} {target}")
-    except BaseException:
-        pfd.close()
-        raise
-    return Link(program, kind, target, fd=link_fd, owned=[pfd])
+    return attach_perf_event_fd(program, pfd, cookie=cookie, kind=kind, target=target, what=f"{kind} {target}")
 
 
 def _raise_open_error(err: int, kind: str, target: str, detail: str = "") -> NoReturn:
@@ -174,51 +145,31 @@ def _raise_open_error(err: int, kind: str, target: str, detail: str = "") -> NoR
 # ---- legacy tracefs probes ----------------------------------------------------------------------------------
 
 
-def _legacy_event_name(symbol: str, offset: int) -> str:
-    """A unique tracefs event name: pybpf_<pid>_<n>_<symbol>[_<offset>], at most 63 characters."""
-    head = f"pybpf_{os.getpid()}_{next(_counter)}_"
-    tail = f"_{offset:x}" if offset else ""
-    sym = "".join(c if c.isascii() and (c.isalnum() or c == "_") else "_" for c in symbol)
-    sym = sym[: _MAX_EVENT_NAME - 1 - len(head) - len(tail)]
-    return head + sym + tail
+def _no_kprobe_events(path: str) -> Exception:
+    return NotSupportedError("kprobe", "", _errno.ENOENT, detail=_NO_KPROBES)
 
 
-def _write_kprobe_events(line: str) -> None:
-    path = _kprobe_events()
-    if path is None:
-        raise NotSupportedError("kprobe", "", _errno.ENOENT, detail=_NO_KPROBES)
-    append_event(path, line)
-
-
-def _remove_legacy(event: str) -> None:
-    try:
-        _write_kprobe_events(f"-:{KPROBE_GROUP}/{event}\n")
-    except FileNotFoundError:
-        pass  # already gone
+# pybpf_<pid>_<n>_<symbol>[_<offset>]
+_LEGACY = LegacyEvents("kprobe_events", KPROBE_GROUP, "pybpf", _no_kprobe_events)
 
 
 def legacy_kprobes() -> list[str]:
     """The tracefs kprobe events this package's processes created (group ``pybpf``), as event names."""
-    return owned_events(_kprobe_events(), KPROBE_GROUP)
+    return _LEGACY.owned()
 
 
 def remove_stale_kprobes() -> list[str]:
     """Remove legacy kprobes that pybpf processes which no longer run left behind; returns their names."""
-    return remove_stale(legacy_kprobes(), _remove_legacy)
+    return _LEGACY.remove_stale()
 
 
 def _attach_legacy(program: Program, symbol: str, offset: int, retprobe: bool, maxactive: int, cookie: int,
                    kind: str, target: str) -> Link:
-    global _cleaned
-    with _cleanup_lock:
-        if not _cleaned:
-            _cleaned = True
-            remove_stale_kprobes()
-    event = _legacy_event_name(symbol, offset)
+    event = _LEGACY.event_name(symbol, f"_{offset:x}" if offset else "")
     probe = ("r" + (str(maxactive) if maxactive else "")) if retprobe else "p"
     where = f"{symbol}+{offset}" if offset else symbol
     try:
-        _write_kprobe_events(f"{probe}:{KPROBE_GROUP}/{event} {where}\n")
+        _LEGACY.add(probe, event, where)
     except OSError as exc:
         err = exc.errno or 0
         _raise_open_error(err, kind, target, detail=f"tracefs kprobe_events refused '{probe} {where}'; see "
@@ -226,9 +177,9 @@ def _attach_legacy(program: Program, symbol: str, offset: int, retprobe: bool, m
     try:
         tp_id = tracepoint_id(KPROBE_GROUP, event, kind=f"{kind} event")
         return attach_tracepoint_id(program, tp_id, target, cookie=cookie, kind=kind,
-                                    undo=[lambda: _remove_legacy(event)])
+                                    undo=[lambda: _LEGACY.remove(event)])
     except BaseException:
-        _remove_legacy(event)
+        _LEGACY.remove(event)
         raise
 
 
@@ -238,19 +189,12 @@ def _attach_legacy(program: Program, symbol: str, offset: int, retprobe: bool, m
 def _available_filter_functions() -> list[str]:
     """Traceable kernel functions: tracefs available_filter_functions, or kallsyms' text symbols when
     that file is missing or unreadable (lockdown)."""
-    path = os.path.join(tracefs(), "available_filter_functions")
+    from pybpf.probes import kernel_functions
+
     try:
-        with open(path) as f:
-            text = f.read()
+        return [name for _, name in kernel_functions("ftrace")]
     except OSError:
         return _kallsyms_functions()
-    names = []
-    for line in text.splitlines():
-        name = line.split(None, 1)[0] if line else ""
-        # "__ftrace_invalid_address___123" marks functions ftrace dropped; they cannot be probed.
-        if name and not name.startswith("__ftrace_invalid_address__"):
-            names.append(name)
-    return names
 
 
 def _kallsyms_functions() -> list[str]:

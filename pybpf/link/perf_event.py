@@ -9,6 +9,7 @@ enabled. A BPF link can be pinned and queried; the ioctl form lives exactly as l
 from __future__ import annotations
 
 import errno as _errno
+import functools
 import os
 
 from pybpf._sys import types as T
@@ -29,14 +30,42 @@ __all__ = [
     "attach_perf_event",
     "attach_perf_event_fd",
     "attach_to_perf_event",
-    "have_perf_link",
     "perf_events",
+    "pmu_info",
 ]
 
 # None: not known yet; set by the first attachment (a refused BPF perf link falls back to the ioctl).
 _perf_link: bool | None = None
 
 _PMU_DIR = "/sys/bus/event_source/devices"
+
+
+@functools.cache
+def pmu_info(name: str) -> tuple[int, dict[str, int]] | None:
+    """The perf PMU `name` ("kprobe", "uprobe", ...) as sysfs describes it: its perf type, and the first
+    bit within ``attr.config`` of each of its format fields (``format/retprobe`` "config:0" -> 0,
+    ``format/ref_ctr_offset`` "config:32-63" -> 32). None when the kernel has no such PMU."""
+    pmu = os.path.join(_PMU_DIR, name)
+    try:
+        with open(os.path.join(pmu, "type")) as f:
+            pmu_type = int(f.read())
+    except (OSError, ValueError):
+        return None
+    fields: dict[str, int] = {}
+    try:
+        names = os.listdir(os.path.join(pmu, "format"))
+    except OSError:
+        names = []
+    for field in names:
+        try:
+            with open(os.path.join(pmu, "format", field)) as f:
+                where, _, bits = f.read().strip().partition(":")
+            if where == "config" and bits:
+                fields[field] = int(bits.split("-")[0])
+        except (OSError, ValueError):
+            pass
+    return pmu_type, fields
+
 
 def perf_events() -> dict[str, tuple[T.PerfType, int]]:
     """perf(1)'s names for the generic events (built on first use: it needs three generated enums)."""
@@ -69,11 +98,6 @@ def perf_events() -> dict[str, tuple[T.PerfType, int]]:
 
 
 _PERF_EVENTS: dict[str, tuple[T.PerfType, int]] | None = None
-
-
-def have_perf_link() -> bool | None:
-    """Whether this kernel gave us BPF perf links (None until the first perf-event attachment)."""
-    return _perf_link
 
 
 def attach_to_perf_event(program: Program, pfd: FD, *, cookie: int = 0, what: str = "") -> FD | None:
@@ -247,15 +271,18 @@ def attach_perf_event_fd(
     cookie: int = 0,
     kind: str = "perf_event",
     target: str = "",
+    what: str = "",
     undo: Iterable[Callable[[], None]] = (),
 ) -> Link:
-    """Attach to a perf event the caller opened. An `FD` is taken over (closed on detach); a raw int is
-    duplicated. `undo` steps run after the event is closed (e.g. removing a tracefs probe)."""
+    """Attach to a perf event the caller opened. An `FD` is taken over (closed on detach, and when attaching
+    fails); a raw int is duplicated. `target` is the link's target, `what` names the event in error messages
+    (both default to the target, else the fd). `undo` steps run after the event is closed (e.g. removing a
+    tracefs probe); when attaching fails they are the caller's to run."""
     owned = pfd if isinstance(pfd, FD) else FD(os.dup(pfd))
-    what = target or f"perf event fd {int(owned)}"
+    target = target or f"perf event fd {int(owned)}"
     try:
-        link_fd = attach_to_perf_event(program, owned, cookie=cookie, what=what)
+        link_fd = attach_to_perf_event(program, owned, cookie=cookie, what=what or target)
     except BaseException:
         owned.close()
         raise
-    return Link(program, kind, what, fd=link_fd, owned=[owned], undo=undo)
+    return Link(program, kind, target, fd=link_fd, owned=[owned], undo=undo)

@@ -14,16 +14,18 @@ from pybpf._sys import types as T
 from pybpf._sys.mounts import ensure_tracefs
 from pybpf._sys.syscall import perf_event_open
 from pybpf.errors import BPFError
-from pybpf.link.base import Link
-from pybpf.link.perf_event import attach_to_perf_event
+from pybpf.link.perf_event import attach_perf_event_fd
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
+    from pybpf._sys.fd import FD
+    from pybpf.link.base import Link
     from pybpf.program import Program
 
-__all__ = ["attach_tracepoint", "attach_tracepoint_id", "split_tracepoint", "tracefs", "tracepoint_id"]
+__all__ = ["attach_tracepoint", "attach_tracepoint_id", "open_tracepoint", "split_tracepoint", "tracefs",
+           "tracepoint_id"]
 
 
 @functools.cache
@@ -72,21 +74,25 @@ def attach_tracepoint(program: Program, category: str, name: str | None = None, 
     return attach_tracepoint_id(program, tp_id, target, cookie=cookie)
 
 
+def open_tracepoint(tp_id: int, pid: int = -1, cpu: int = 0, *, what: str = "") -> FD:
+    """Open the perf event of the tracepoint (or trace event) with perf id `tp_id`, for `pid` on `cpu`
+    (default: every process, its programs running on whichever CPU the event fires). `what` names it in
+    the BPFError raised on failure."""
+    attr = T.PerfEventAttr(type=int(T.PerfType.TRACEPOINT), config=tp_id)
+    attr.sample_period = 1
+    attr.wakeup_events = 1
+    try:
+        return perf_event_open(attr, pid, cpu)
+    except BPFError as exc:
+        raise BPFError(f"opening {what or 'tracepoint'} (perf id {tp_id}) failed", exc.errno or 0,
+                       "perf_event_open") from None
+
+
 def attach_tracepoint_id(program: Program, tp_id: int, target: str, *, cookie: int = 0,
                          kind: str = "tracepoint", undo: Iterable[Callable[[], None]] = ()) -> Link:
     """Attach to the tracepoint (or trace event) with perf id `tp_id`; `target` names it in messages.
     `undo` steps run when the link is detached, after the perf event is closed; on failure the caller
     undoes its own steps."""
-    attr = T.PerfEventAttr(type=int(T.PerfType.TRACEPOINT), config=tp_id)
-    attr.sample_period = 1
-    attr.wakeup_events = 1
-    try:
-        pfd = perf_event_open(attr, -1, 0)
-    except BPFError as exc:
-        raise BPFError(f"opening {kind} {target} (perf id {tp_id}) failed", exc.errno or 0, "perf_event_open") from None
-    try:
-        link_fd = attach_to_perf_event(program, pfd, cookie=cookie, what=f"{kind} {target}")
-    except BaseException:
-        pfd.close()
-        raise
-    return Link(program, kind, target, fd=link_fd, owned=[pfd], undo=undo)
+    pfd = open_tracepoint(tp_id, what=f"{kind} {target}")
+    return attach_perf_event_fd(program, pfd, cookie=cookie, kind=kind, target=target, what=f"{kind} {target}",
+                                undo=undo)

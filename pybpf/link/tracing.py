@@ -27,7 +27,7 @@ import os
 from pybpf._sys import types as T
 from pybpf._sys.fd import FD
 from pybpf._sys.record import record
-from pybpf._sys.syscall import bpf, bpf_errno, bpf_fd, object_ids
+from pybpf._sys.syscall import bpf, bpf_errno, object_ids
 from pybpf.errors import BPFError, NotSupportedError
 from pybpf.link.base import Link
 from pybpf.link.raw_tracepoint import raw_tracepoint_open
@@ -159,7 +159,7 @@ def kernel_btf_fd(module: str) -> FD:
 
 def program_btf_func_id(program: Program | FD | int, function: str) -> int:
     """The BTF id of `function` in a loaded program's BTF (the target of a freplace program)."""
-    from pybpf.btf import Spec
+    from pybpf.btf import btf_by_id
 
     prog_fd = int(program.fd) if not isinstance(program, FD | int) else int(program)
     info = T.ProgInfo()
@@ -168,15 +168,7 @@ def program_btf_func_id(program: Program | FD | int, function: str) -> int:
     if not info.btf_id:
         raise BPFError(f"the freplace target program (id {info.id}) has no BTF: it must be loaded with BTF",
                        _errno.EINVAL)
-    with bpf_fd(T.Cmd.BTF_GET_FD_BY_ID, T.GetIdAttr(btf_id=info.btf_id), f"btf id {info.btf_id}") as btf_fd:
-        binfo = T.BtfInfo()
-        iattr = T.InfoByFdAttr(bpf_fd=int(btf_fd), info_len=ctypes.sizeof(binfo), info=ctypes.addressof(binfo))
-        bpf(T.Cmd.OBJ_GET_INFO_BY_FD, iattr, "btf info")
-        blob = ctypes.create_string_buffer(binfo.btf_size)
-        binfo = T.BtfInfo(btf=ctypes.addressof(blob), btf_size=ctypes.sizeof(blob))
-        iattr = T.InfoByFdAttr(bpf_fd=int(btf_fd), info_len=ctypes.sizeof(binfo), info=ctypes.addressof(binfo))
-        bpf(T.Cmd.OBJ_GET_INFO_BY_FD, iattr, "btf info")
-    type_id = _find_in(Spec(blob.raw), function, _KIND_FUNC)
+    type_id = _find_in(btf_by_id(info.btf_id), function, _KIND_FUNC)
     if not type_id:
         raise BPFError(f"freplace target: the target program (id {info.id}) has no function {function!r}",
                        _errno.ENOENT)
@@ -201,16 +193,10 @@ def resolve_attach_btf(spec: ProgramSpec) -> None:
         spec.attach_btf_obj_fd = found.obj_fd
 
 
-def _attach_type(program: Program) -> int | None:
-    if program.attach_type is not None:
-        return int(program.attach_type)
-    spec = program.spec
-    return int(spec.attach_type) if spec is not None and spec.attach_type is not None else None
-
-
 def _target_name(program: Program) -> str:
     spec = program.spec
-    hook = _HOOK_NAMES.get(_attach_type(program) or -1, "freplace" if program.type == T.ProgType.EXT else "tracing")
+    hook = _HOOK_NAMES.get(program.attach_type if program.attach_type is not None else -1,
+                           "freplace" if program.type == T.ProgType.EXT else "tracing")
     return f"{hook}/{spec.attach_to}" if spec is not None and spec.attach_to else hook
 
 
@@ -236,7 +222,7 @@ def attach_tracing(program: Program, *, cookie: int = 0) -> Link:
         kind = getattr(program.type, "name", str(program.type)).lower()
         raise BPFError(f"program {program.name!r} is {kind}, not a tracing/lsm/freplace program", _errno.EINVAL)
     target = _target_name(program)
-    attach_type = _attach_type(program)
+    attach_type = program.attach_type
     if attach_type == _A.TRACE_ITER:
         raise BPFError(f"{program.name!r} is an iterator: attach it with pybpf.link.attach_iter", _errno.EINVAL)
     if attach_type == _A.LSM_CGROUP:
@@ -245,7 +231,7 @@ def attach_tracing(program: Program, *, cookie: int = 0) -> Link:
     kind = target.partition("/")[0]
     if cookie and attach_type in (_A.TRACE_FENTRY, _A.TRACE_FEXIT, _A.MODIFY_RETURN, _A.LSM_MAC):
         # Only BPF_LINK_CREATE carries a cookie for trampoline programs (6.5+).
-        attr = T.LinkCreateAttr(prog_fd=int(program.fd), attach_type=attach_type)
+        attr = T.LinkCreateAttr(prog_fd=int(program.fd), attach_type=int(attach_type))
         attr.tracing.cookie = cookie
         ret = bpf_errno(T.Cmd.LINK_CREATE, attr)
         if ret < 0:
@@ -269,18 +255,16 @@ attach_lsm = attach_tracing
 
 def attach_lsm_cgroup(program: Program, cgroup: str | os.PathLike[str] | int) -> Link:
     """Attach an lsm_cgroup program to a cgroup v2 directory (or an open cgroup fd), Linux 6.0+."""
-    if _attach_type(program) != _A.LSM_CGROUP:
+    if program.attach_type != _A.LSM_CGROUP:
         raise BPFError(f"program {program.name!r} is not an lsm_cgroup program (SEC(\"lsm_cgroup/...\"))",
                        _errno.EINVAL)
-    path = str(cgroup) if isinstance(cgroup, int) else os.fspath(cgroup)
-    cg_fd = cgroup if isinstance(cgroup, int) else os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        attr = T.LinkCreateAttr(prog_fd=int(program.fd), target_fd=cg_fd, attach_type=int(_A.LSM_CGROUP))
+    from pybpf.link.cgroup import open_cgroup
+
+    cg_fd, where = open_cgroup(cgroup)
+    with cg_fd:
+        attr = T.LinkCreateAttr(prog_fd=int(program.fd), target_fd=int(cg_fd), attach_type=int(_A.LSM_CGROUP))
         ret = bpf_errno(T.Cmd.LINK_CREATE, attr)
-    finally:
-        if not isinstance(cgroup, int):
-            os.close(cg_fd)
-    target = f"{_target_name(program)} on cgroup {path}"
+    target = f"{_target_name(program)} on " + (where if isinstance(cgroup, int) else f"cgroup {where}")
     if ret < 0:
         if -ret == _errno.EINVAL:
             raise NotSupportedError("lsm_cgroup links", "6.0", -ret, detail=f"cannot attach {program.name!r}")

@@ -16,21 +16,17 @@ from __future__ import annotations
 import ctypes
 import errno as _errno
 import fnmatch
-import functools
-import itertools
 import os
-import re
-import threading
 
 from pybpf._sys import types as T
 from pybpf._sys.fd import FD
-from pybpf._sys.mounts import ensure_tracefs
 from pybpf._sys.record import record
 from pybpf._sys.syscall import bpf_errno, perf_event_open
 from pybpf.errors import BPFError, NotSupportedError
-from pybpf.link._legacy_events import append_event, owned_events, remove_stale
+from pybpf.link._legacy_events import LegacyEvents
 from pybpf.link.base import Link
-from pybpf.link.perf_event import attach_to_perf_event
+from pybpf.link.perf_event import attach_perf_event_fd, pmu_info
+from pybpf.link.tracepoint import open_tracepoint, tracefs, tracepoint_id
 from pybpf.symbols import ElfSymbols, SymbolNotFoundError, elf_symbols, read_maps, resolve_binary
 
 TYPE_CHECKING = False
@@ -56,11 +52,6 @@ __all__ = [
 
 _PMU = "/sys/bus/event_source/devices/uprobe"
 UPROBE_GROUP = "pybpf_uprobes"  # tracefs group of the legacy uprobes this package creates
-_MAX_EVENT_NAME = 64  # MAX_EVENT_NAME_LEN in kernel/trace/trace.h
-_NOT_SYMBOL = re.compile(r"[^A-Za-z0-9_]")
-_counter = itertools.count()
-_cleanup_lock = threading.Lock()
-_cleaned = False
 
 
 # ---- the uprobe PMU ------------------------------------------------------------------------------------
@@ -76,27 +67,13 @@ class UprobePMU:
     ref_ctr_shift: int | None
 
 
-def _format_first_bit(name: str) -> int | None:
-    """First bit of a PMU format field ("config:32-63" -> 32), None when the kernel lacks the field."""
-    try:
-        with open(os.path.join(_PMU, "format", name)) as f:
-            field, _, bits = f.read().strip().partition(":")
-    except OSError:
-        return None
-    if field != "config" or not bits:
-        return None
-    return int(bits.split("-")[0])
-
-
-@functools.cache
 def uprobe_pmu() -> UprobePMU | None:
     """The uprobe PMU of this kernel, or None (before 4.17 or without CONFIG_UPROBE_EVENTS)."""
-    try:
-        with open(os.path.join(_PMU, "type")) as f:
-            pmu_type = int(f.read())
-    except (OSError, ValueError):
+    pmu = pmu_info("uprobe")
+    if pmu is None:
         return None
-    return UprobePMU(pmu_type, _format_first_bit("retprobe") or 0, _format_first_bit("ref_ctr_offset"))
+    pmu_type, fields = pmu
+    return UprobePMU(pmu_type, fields.get("retprobe", 0), fields.get("ref_ctr_offset"))
 
 
 # ---- targets -------------------------------------------------------------------------------------------
@@ -165,41 +142,23 @@ def uprobe_offsets(path: str, symbols: str | Sequence[str]) -> list[tuple[str, i
 # ---- opening the probe ---------------------------------------------------------------------------------
 
 
-def _uprobe_events() -> str:
-    return os.path.join(ensure_tracefs(), "uprobe_events")
+def _no_uprobe_events(path: str) -> Exception:
+    return NotSupportedError("uprobes", "3.5", _errno.ENOENT,
+                             detail=f"{path} is missing: the kernel is built without CONFIG_UPROBE_EVENTS")
 
 
-def _write_uprobe_events(line: str) -> None:
-    path = _uprobe_events()
-    if not os.path.exists(path):
-        raise NotSupportedError("uprobes", "3.5", _errno.ENOENT,
-                                detail=f"{path} is missing: the kernel is built without CONFIG_UPROBE_EVENTS")
-    append_event(path, line)
-
-
-def _remove_legacy(event: str) -> None:
-    try:
-        _write_uprobe_events(f"-:{UPROBE_GROUP}/{event}\n")
-    except FileNotFoundError:
-        pass  # already gone
+# pybpfu_<pid>_<n>_<file>_<offset>
+_LEGACY = LegacyEvents("uprobe_events", UPROBE_GROUP, "pybpfu", _no_uprobe_events)
 
 
 def legacy_uprobes() -> list[str]:
     """The tracefs uprobe events this package's processes created (group ``pybpf_uprobes``), as event names."""
-    return owned_events(_uprobe_events(), UPROBE_GROUP)
+    return _LEGACY.owned()
 
 
 def remove_stale_uprobes() -> list[str]:
     """Remove legacy uprobes that pybpf processes which no longer run left behind; returns their names."""
-    return remove_stale(legacy_uprobes(), _remove_legacy)
-
-
-def _legacy_event_name(path: str, offset: int) -> str:
-    """pybpfu_<pid>_<n>_<file>_<offset>: unique, at most 63 characters, only [A-Za-z0-9_]."""
-    head = f"pybpfu_{os.getpid()}_{next(_counter)}_"
-    tail = f"_{offset:x}"
-    stem = _NOT_SYMBOL.sub("_", os.path.basename(path))[: _MAX_EVENT_NAME - 1 - len(head) - len(tail)]
-    return head + stem + tail
+    return _LEGACY.remove_stale()
 
 
 def _probe_pid_cpu(pid: int) -> tuple[int, int]:
@@ -256,38 +215,27 @@ def _open_pmu(pmu: UprobePMU, path: str, offset: int, retprobe: bool, pid: int, 
 
 def _open_legacy(path: str, offset: int, retprobe: bool, pid: int, ref_ctr_offset: int, kind: str,
                  target: str) -> tuple[FD, list[Callable[[], None]]]:
-    global _cleaned
     if any(c.isspace() for c in path):
         raise BPFError(f"tracefs uprobe_events cannot name a path with white space: {path!r}", _errno.EINVAL)
-    with _cleanup_lock:
-        if not _cleaned:
-            _cleaned = True
-            remove_stale_uprobes()
-    event = _legacy_event_name(path, offset)
+    event = _LEGACY.event_name(os.path.basename(path), f"_{offset:x}")
     where = f"{path}:{offset:#x}" + (f"({ref_ctr_offset:#x})" if ref_ctr_offset else "")
     probe = "r" if retprobe else "p"
     try:
-        _write_uprobe_events(f"{probe}:{UPROBE_GROUP}/{event} {where}\n")
+        _LEGACY.add(probe, event, where)
     except OSError as exc:
-        log = os.path.join(ensure_tracefs(), "error_log")
+        log = os.path.join(tracefs(), "error_log")
         _raise_open_error(exc.errno or 0, kind, target, pid, detail=f"tracefs uprobe_events refused "
                           f"'{probe} {where}'; see {log}")
     try:
-        id_path = os.path.join(ensure_tracefs(), "events", UPROBE_GROUP, event, "id")
-        with open(id_path, "rb") as f:
-            tp_id = int(f.read())
-        attr = T.PerfEventAttr(type=int(T.PerfType.TRACEPOINT), config=tp_id)
-        attr.sample_period = 1
-        attr.wakeup_events = 1
-        probe_pid, cpu = _probe_pid_cpu(pid)
+        tp_id = tracepoint_id(UPROBE_GROUP, event, kind=f"{kind} event")
         try:
-            pfd = perf_event_open(attr, probe_pid, cpu)
+            pfd = open_tracepoint(tp_id, *_probe_pid_cpu(pid))
         except BPFError as exc:
             _raise_open_error(exc.errno or 0, kind, target, pid)
     except BaseException:
-        _remove_legacy(event)
+        _LEGACY.remove(event)
         raise
-    return pfd, [lambda: _remove_legacy(event)]
+    return pfd, [lambda: _LEGACY.remove(event)]
 
 
 def _raise_open_error(err: int, kind: str, target: str, pid: int, detail: str = "") -> NoReturn:
@@ -357,13 +305,12 @@ def attach_uprobe(
     pfd, undo = open_uprobe_event(path, file_offset, retprobe=retprobe, pid=pid,
                                   ref_ctr_offset=ref_ctr_offset, legacy=legacy)
     try:
-        link_fd = attach_to_perf_event(program, pfd, cookie=cookie, what=f"{kind} {target}")
+        return attach_perf_event_fd(program, pfd, cookie=cookie, kind=kind, target=target, what=f"{kind} {target}",
+                                    undo=undo)
     except BaseException:
-        pfd.close()
-        for step in reversed(undo):
+        for step in reversed(undo):  # the event fd is closed already
             step()
         raise
-    return Link(program, kind, target, fd=link_fd, owned=[pfd], undo=undo)
 
 
 def attach_uretprobe(

@@ -16,7 +16,6 @@ register offsets from the kernel's ``struct pt_regs``.
 
 from __future__ import annotations
 
-import ctypes
 import errno as _errno
 import functools
 import io
@@ -30,8 +29,7 @@ from elftools.elf.elffile import ELFFile
 from pybpf._sys import types as T
 from pybpf._sys.fd import FD
 from pybpf._sys.record import record
-from pybpf._sys.syscall import bpf, bpf_fd
-from pybpf.btf import Array, Composite, Enum, Spec, Struct, kernel_spec, sizeof
+from pybpf.btf import Array, Composite, Enum, Struct, kernel_spec, sizeof
 from pybpf.btf import Type as BtfType
 from pybpf.errors import BPFError, NotSupportedError, ObjectError
 from pybpf.link.base import Link
@@ -97,7 +95,11 @@ class UsdtNote:
 
 def usdt_notes(path: str | os.PathLike[str]) -> list[UsdtNote]:
     """Every USDT call site of an ELF file, in note order (empty when it has none)."""
-    path = os.fspath(path)
+    return _read_notes(os.fspath(path))[0]
+
+
+def _read_notes(path: str) -> tuple[list[UsdtNote], bool]:
+    """usdt_notes(path), and whether the file is an ET_EXEC executable (its addresses are final)."""
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -106,9 +108,10 @@ def usdt_notes(path: str | os.PathLike[str]) -> list[UsdtNote]:
         raise ObjectError(f"cannot read ELF file: {exc}", path=path) from None
     except Exception as exc:  # pyelftools raises its own ELFError for non-ELF input
         raise ObjectError(f"not an ELF file ({exc})", path=path) from None
+    is_exec = elf.header["e_type"] == "ET_EXEC"
     notes = elf.get_section_by_name(".note.stapsdt")
     if notes is None:
-        return []
+        return [], is_exec
     base_section = elf.get_section_by_name(".stapsdt.base")
     base_addr = base_section["sh_addr"] if base_section is not None else 0
     segments = [(s["p_vaddr"], s["p_memsz"], s["p_offset"], s["p_flags"]) for s in elf.iter_segments()
@@ -147,7 +150,7 @@ def usdt_notes(path: str | os.PathLike[str]) -> list[UsdtNote]:
                                   section=".note.stapsdt", path=path)
             sema_offset = found
         out.append(UsdtNote(provider, name, pc, note_base, sema, args, file_offset, sema_offset))
-    return out
+    return out, is_exec
 
 
 def _file_offset(segments: list[tuple[int, int, int, int]], vaddr: int, *, executable: bool) -> int | None:
@@ -325,34 +328,29 @@ _LIBBPF_LAYOUT = _SpecLayout(
 )
 
 
-def _map_btf(specs: Map) -> Spec | None:
-    """The BTF the kernel holds for a map (BPF_BTF_GET_FD_BY_ID + its raw blob)."""
-    info = specs.info()
-    if not info.btf_id or not info.btf_value_type_id:
-        return None
-    with bpf_fd(T.Cmd.BTF_GET_FD_BY_ID, T.GetIdAttr(btf_id=info.btf_id), f"btf id {info.btf_id}") as btf:
-        first = T.BtfInfo()
-        attr = T.InfoByFdAttr(bpf_fd=int(btf), info_len=ctypes.sizeof(first), info=ctypes.addressof(first))
-        bpf(T.Cmd.OBJ_GET_INFO_BY_FD, attr, "btf info")
-        blob = ctypes.create_string_buffer(first.btf_size)
-        second = T.BtfInfo(btf=ctypes.addressof(blob), btf_size=first.btf_size)
-        attr = T.InfoByFdAttr(bpf_fd=int(btf), info_len=ctypes.sizeof(second), info=ctypes.addressof(second))
-        bpf(T.Cmd.OBJ_GET_INFO_BY_FD, attr, "btf info")
-    return Spec(blob.raw, name=f"btf id {info.btf_id}")
+# (BTF id, value type id) of a specs map -> its layout: the kernel's copy of a map's BTF is fetched once.
+_map_layouts: dict[tuple[int, int], _SpecLayout] = {}
 
 
 def _spec_layout(program: Program, specs: Map) -> _SpecLayout:
-    try:
-        btf = _map_btf(specs)
-        if btf is not None:
-            return _layout_from_btf(btf.type(specs.info().btf_value_type_id))
-    except (BPFError, KeyError, ValueError):
-        pass
     obj_btf = program.spec.btf if program.spec is not None else None
     if obj_btf is not None:
         try:
             return _layout_from_btf(obj_btf.find("__bpf_usdt_spec", Struct))
         except (KeyError, ValueError, ObjectError):
+            pass
+    info = specs.info()  # a program without its object (e.g. from_id): the BTF the kernel holds for the map
+    if info.btf_id and info.btf_value_type_id:
+        key = (info.btf_id, info.btf_value_type_id)
+        layout = _map_layouts.get(key)
+        if layout is not None:
+            return layout
+        try:
+            from pybpf.btf import btf_by_id
+
+            layout = _map_layouts[key] = _layout_from_btf(btf_by_id(info.btf_id).type(info.btf_value_type_id))
+            return layout
+        except (BPFError, KeyError, ValueError, ObjectError):
             pass
     if specs.value_size != _LIBBPF_LAYOUT.size:
         raise ObjectError(f"{SPECS_MAP} has no BTF and its value size {specs.value_size} is not libbpf's "
@@ -418,14 +416,13 @@ def attach_usdt(
     `cookie` is what ``bpf_usdt_cookie()`` returns in the program. Detaching removes every probe."""
     _check_program(program, "usdt")
     path = resolve_target(binary, pid)
-    sites = [n for n in usdt_notes(path) if n.provider == provider and n.name == name]
+    notes, is_exec = _read_notes(path)
+    sites = [n for n in notes if n.provider == provider and n.name == name]
     target = f"{path}:{provider}:{name}" + (f" (pid {pid})" if pid != -1 else "")
     if not sites:
-        known = sorted({f"{n.provider}:{n.name}" for n in usdt_notes(path)})
+        known = sorted({f"{n.provider}:{n.name}" for n in notes})
         raise ObjectError(f"no USDT probe {provider}:{name}" + (f"; it has {', '.join(known[:20])}" if known
                           else "; it has no .note.stapsdt notes"), path=path)
-    with open(path, "rb") as f:
-        is_exec = f.read(18)[16:18] in (b"\x02\x00", b"\x00\x02")  # e_type == ET_EXEC: addresses are final
 
     undo: list[Callable[[], None]] = []
     owned: list[FD] = []
