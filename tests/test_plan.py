@@ -262,3 +262,24 @@ def test_deferred_codecs_cover_everything_set_codec_sets() -> None:
         assert assigned == set(_CODEC_ATTRIBUTES)
         m[1] = 2
         assert m[1] == 2
+
+
+def test_replayed_iterator_and_tp_btf_attach_without_reading_the_object(cache: Path,
+                                                                          obj_copy: Callable[[str], Path]) -> None:
+    iters, tp = obj_copy("link_iter"), obj_copy("link_tp")
+    pybpf.load(iters).close()
+    pybpf.load(tp).close()
+    code = (
+        "import os, sys, pybpf\n"
+        "it, tp = pybpf.load(sys.argv[1]), pybpf.load(sys.argv[2])\n"
+        "assert it.plan and tp.plan, 'not replayed'\n"
+        "prog = next(p for p in it.programs.values() if p.section == 'iter/task')\n"
+        "with prog.attach() as link:\n"
+        "    print(link.target, str(os.getpid()) in link.read().decode())\n"
+        "with tp.programs['count_btf'].attach() as link:\n"
+        "    print(link.target)\n"
+        "print('pybpf.elf.reader' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(iters), str(tp)], capture_output=True, text=True,
+                         check=True, env={**os.environ, "PYBPF_CACHE": str(cache)}).stdout.splitlines()
+    assert out == ["iter/task True", "tp_btf/sys_enter", "False"], out

@@ -91,8 +91,8 @@ def attach_iter(
         raise BPFError(f"program {program.name!r} is not an iterator program (SEC(\"iter/...\"))", _errno.EINVAL)
     info: T.IterLinkInfo | None = None
     cg_fd: FD | None = None
-    spec_target = program.spec.attach_to if program.spec is not None else ""
-    target = f"iter/{spec_target}" if spec_target else "iter"
+    # Program.attach_to, not the spec: a collection replayed from a plan reads its object only for specs.
+    target = f"iter/{program.attach_to}" if program.attach_to else "iter"
     if map is not None:
         info = T.IterLinkInfo(map=T.IterLinkInfo_Map(map_fd=_fd_of(map)))
         target += f" map fd {_fd_of(map)}"

@@ -194,10 +194,9 @@ def resolve_attach_btf(spec: ProgramSpec) -> None:
 
 
 def _target_name(program: Program) -> str:
-    spec = program.spec
     hook = _HOOK_NAMES.get(program.attach_type if program.attach_type is not None else -1,
                            "freplace" if program.type == T.ProgType.EXT else "tracing")
-    return f"{hook}/{spec.attach_to}" if spec is not None and spec.attach_to else hook
+    return f"{hook}/{program.attach_to}" if program.attach_to else hook
 
 
 def _raise_tracing_error(program: Program, err: int, target: str, command: str) -> NoReturn:
@@ -282,7 +281,7 @@ def attach_freplace(program: Program, target: Program | None = None, function: s
                        _errno.EINVAL)
     if target is None:
         return attach_tracing(program)
-    func = function or (program.spec.attach_to if program.spec is not None else "")
+    func = function or program.attach_to
     if not func:
         raise ValueError("attach_freplace needs the name of the function to replace")
     btf_id = program_btf_func_id(target, func)
