@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import itertools
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +60,34 @@ def _kernel_filesystems() -> None:
 
 
 # ----- BPF objects -----------------------------------------------------------------------------------------
+
+
+_cgroup_counter = itertools.count()
+
+
+@pytest.fixture
+def cgroup() -> Iterator[Path]:
+    """A new cgroup v2 directory for the test, removed afterwards (waiting for its last task to leave)."""
+    from pybpf.errors import BPFError
+    from pybpf.link.cgroup import cgroup2_root
+
+    try:
+        root = cgroup2_root()
+    except BPFError:
+        pytest.skip("no cgroup v2 hierarchy is mounted")
+    path = Path(root) / f"pybpf-test-{os.getpid()}-{next(_cgroup_counter)}"
+    path.mkdir()
+    try:
+        yield path
+    finally:
+        for _ in range(50):
+            try:
+                path.rmdir()
+                break
+            except OSError as exc:
+                if exc.errno != errno.EBUSY:
+                    raise
+                time.sleep(0.05)  # the last task is still leaving
 
 
 @pytest.fixture

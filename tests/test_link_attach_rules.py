@@ -6,9 +6,7 @@ link probe and the cgroup2 mount lookup. No traffic: only cgroups and network na
 from __future__ import annotations
 
 import errno
-import itertools
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,26 +27,11 @@ from pybpf.program import Program, ProgramSpec
 
 pytestmark = pytest.mark.usefixtures("require_root")
 
-_counter = itertools.count()
 
 
 def load(prog_type: T.ProgType, attach_type: T.AttachType | None = None, name: str = "review") -> Program:
     insns = asm.Instructions([asm.mov64_imm(asm.R0, 1), asm.exit_insn()])
     return Program.load(ProgramSpec(name=name, type=prog_type, instructions=insns, attach_type=attach_type))
-
-
-@pytest.fixture
-def cgroup() -> Iterator[Path]:
-    try:
-        root = cgroup2_root()
-    except BPFError:
-        pytest.skip("no cgroup v2 hierarchy is mounted")
-    path = Path(root) / f"pybpf-review-{os.getpid()}-{next(_counter)}"
-    path.mkdir()
-    try:
-        yield path
-    finally:
-        path.rmdir()
 
 
 # ---- item 2: a program's own attach type is checked ----------------------------------------------------

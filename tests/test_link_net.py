@@ -7,14 +7,11 @@ filters, cgroup attachments) is left after detach.
 from __future__ import annotations
 
 import ctypes
-import errno
-import itertools
 import os
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +23,7 @@ from pybpf._sys import types as T
 from pybpf.errors import BPFError, NotSupportedError
 from pybpf.features import probe_link
 from pybpf.link._netdev import in_netns
-from pybpf.link.cgroup import attach_cgroup, cgroup2_root
+from pybpf.link.cgroup import attach_cgroup
 from pybpf.link.netns import attach_netns
 from pybpf.link.socket import attach_socket
 from pybpf.link.sockmap import attach_sockmap
@@ -280,30 +277,6 @@ def test_tcx_forced_on_kernel_without_it_names_the_version(netns: Any, drop_obj:
 
 
 # ---- cgroup --------------------------------------------------------------------------------------------
-
-_cgroup_counter = itertools.count()
-
-
-@pytest.fixture
-def cgroup() -> Iterator[Path]:
-    try:
-        root = cgroup2_root()
-    except BPFError:
-        pytest.skip("no cgroup v2 hierarchy is mounted")
-    path = Path(root) / f"pybpf-test-{os.getpid()}-{next(_cgroup_counter)}"
-    path.mkdir()
-    try:
-        yield path
-    finally:
-        for _ in range(50):
-            try:
-                path.rmdir()
-                break
-            except OSError as exc:
-                if exc.errno != errno.EBUSY:
-                    raise
-                time.sleep(0.05)  # the last task is still leaving
-
 
 CHILD_CODE = r"""
 import errno, socket, sys
