@@ -319,6 +319,8 @@ def _collect(spec: Spec) -> _Parts:
         gen.composite(pyname, t, top=True)
 
     enums: list[tuple[str, list[str]]] = []
+    member_lines = ["", "# Members of the named kernel enums under their kernel names: plain ints for code on the start-up",
+                    "# path (`import enum` and building an enum class cost milliseconds; the classes are for display)."]
     for pyname, (kname, prefix) in ENUMS.items():
         found = spec.types_by_name(kname, Enum)
         if not found:
@@ -335,6 +337,7 @@ def _collect(spec: Spec) -> _Parts:
             if value_name.startswith("__") or value_name == "MAX":  # enum bounds, not values
                 continue
             lines.append(f"    {value_name} = {v.value}")
+            member_lines.append(f"{v.name} = {v.value}")
         enums.append((pyname, lines))
     # Anonymous enums' values.
     consts: dict[str, int] = {}
@@ -351,6 +354,7 @@ def _collect(spec: Spec) -> _Parts:
     const_lines += [f"{k} = {consts[k]:#x}" for k in sorted(consts)]
     const_lines += ["", "# #define constants from the UAPI headers (BTF does not carry them)."]
     const_lines += [f"{k} = {v:#x}" for k, v in sorted(collect_defines().items()) if k not in consts]
+    const_lines += member_lines
     names = ["KERNEL_NAMES: dict[str, tuple[str, int]] = {"]
     names += [f"    {pyname!r}: ({STRUCTS.get(pyname, 'bpf_attr.' + pyname)!r}, {size})," for pyname, size in gen.sizes]
     names.append("}")
@@ -378,9 +382,10 @@ def generate(spec: Spec, parts: _Parts | None = None) -> str:
     out: list[str] = [
         *_PREAMBLE,
         "",
-        "Constants are plain assignments. Each enum and ctypes struct is built by the function named after it",
-        "(`_build_<Name>`) the first time the module attribute is read (module `__getattr__`), so a program",
-        "pays only for what it uses; types.pyi declares them all for type checkers.",
+        "Constants (enum members too, under their kernel names) are plain assignments. Each enum class and ctypes",
+        "struct is built by the function named after it (`_build_<Name>`) the first time the module attribute is",
+        "read (module `__getattr__`), so a program pays only for what it uses; types.pyi declares them all for",
+        "type checkers.",
         '"""',
         "",
         "# ruff: noqa",
@@ -388,7 +393,6 @@ def generate(spec: Spec, parts: _Parts | None = None) -> str:
         "from __future__ import annotations",
         "",
         "import ctypes",
-        "import enum",
         "from _thread import RLock",
         "",
         f"GENERATED_FROM_KERNEL = {os.uname().release!r}",
@@ -419,6 +423,8 @@ def generate(spec: Spec, parts: _Parts | None = None) -> str:
     ]
     for pyname, lines in parts.enums:
         out.append(f"def _build_{pyname}():")
+        out.append("    import enum")
+        out.append("")
         out.extend(f"    {line}" for line in lines)
         out.append(f"    return {pyname}")
         out.extend(["", ""])
