@@ -1,12 +1,15 @@
-"""Package attributes imported on first use, so that importing a package does not import every module
-it exports (start-up time: a tool pays only for the modules it uses)."""
+"""Start-up helpers: package attributes imported on first use, so that importing a package does not import
+every module it exports (a tool pays only for the modules it uses), and a `cache` decorator that does not
+import functools."""
 
 from __future__ import annotations
+
+import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from typing import Any
+    from typing import Any, TypeVar
 
 
 def lazy_attributes(package: str, module_of: dict[str, str], namespace: dict[str, Any]) -> Callable[[str], Any]:
@@ -17,10 +20,35 @@ def lazy_attributes(package: str, module_of: dict[str, str], namespace: dict[str
         module = module_of.get(name)
         if module is None:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        import importlib
-
-        value = getattr(importlib.import_module(module, package), name)
+        full = package + module if module.startswith(".") else module
+        __import__(full)  # not importlib.import_module: importing importlib costs ~0.5 ms of start-up
+        value = getattr(sys.modules[full], name)
         namespace[name] = value
         return value
 
     return __getattr__
+
+
+if TYPE_CHECKING:
+    _F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def cache(function: _F) -> _F:
+    """`functools.cache` for modules on the start-up path: `import functools` costs ~2 ms (it imports
+    `collections`), a fifth of what loading a cached object takes. Positional, hashable arguments only;
+    `cache_clear()` empties it."""
+    results: dict[tuple[Any, ...], Any] = {}
+
+    def cached(*args: Any) -> Any:
+        try:
+            return results[args]
+        except KeyError:
+            value = results[args] = function(*args)
+            return value
+
+    cached.cache_clear = results.clear  # type: ignore[attr-defined]
+    cached.__wrapped__ = function  # type: ignore[attr-defined]
+    cached.__name__ = function.__name__
+    cached.__qualname__ = function.__qualname__
+    cached.__doc__ = function.__doc__
+    return cached  # type: ignore[return-value]

@@ -14,14 +14,11 @@ from __future__ import annotations
 
 import ctypes
 import errno as _errno
-import functools
 import gc
-import mmap as _mmap
 import os
 import struct
 import sys
 from _thread import allocate_lock
-from array import array
 
 from pybpf._lazy import lazy_attributes
 from pybpf._sys import FD, bpf, bpf_fd
@@ -35,11 +32,14 @@ from pybpf.errors import ENOTSUPP, BPFError, NotSupportedError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import builtins  # `type` is a property in the classes below
+    import mmap as _mmap
     from collections.abc import Callable, Iterable, Iterator
     from types import TracebackType
     from typing import Any
 
     from pybpf._codec_protocol import Codec
+    from pybpf._sys.types import MapType
     from pybpf.btf import Spec
     from pybpf.btf import Type as BtfType
 
@@ -51,6 +51,7 @@ __all__ = [
     "Map",
     "MapInfo",
     "MapSpec",
+    "MapType",
     "RawCodec",
     "StructCodec",
     "make_codec",
@@ -61,8 +62,9 @@ Buffer = bytes | bytearray | memoryview
 
 
 # Codec, a typing.Protocol, is built on demand (see pybpf._codec_protocol).
-__getattr__ = lazy_attributes(__name__, {"Codec": "pybpf._codec_protocol"}, globals())
-MapType = T.MapType
+# MapType, an enum, is built on first use too: code here compares with the T.BPF_MAP_TYPE_* ints.
+__getattr__ = lazy_attributes(__name__, {"Codec": "pybpf._codec_protocol", "MapType": "pybpf._sys.types"},
+                              globals())
 
 # ---- the hot-path system call ------------------------------------------------------------------------------
 # pybpf._sys.bpf_errno wraps its arguments in ctypes objects on every call (~1.5 us); calling libc's
@@ -73,11 +75,11 @@ _syscall = _libc.syscall
 _syscall.restype = ctypes.c_long
 _get_errno = ctypes.get_errno
 
-_LOOKUP = int(T.Cmd.MAP_LOOKUP_ELEM)
-_UPDATE = int(T.Cmd.MAP_UPDATE_ELEM)
-_DELETE = int(T.Cmd.MAP_DELETE_ELEM)
-_NEXT_KEY = int(T.Cmd.MAP_GET_NEXT_KEY)
-_LOOKUP_AND_DELETE = int(T.Cmd.MAP_LOOKUP_AND_DELETE_ELEM)
+_LOOKUP = T.BPF_MAP_LOOKUP_ELEM
+_UPDATE = T.BPF_MAP_UPDATE_ELEM
+_DELETE = T.BPF_MAP_DELETE_ELEM
+_NEXT_KEY = T.BPF_MAP_GET_NEXT_KEY
+_LOOKUP_AND_DELETE = T.BPF_MAP_LOOKUP_AND_DELETE_ELEM
 _ELEM_SIZE = ctypes.sizeof(T.MapElemAttr)
 _BATCH_SIZE = ctypes.sizeof(T.MapBatchAttr)
 
@@ -86,57 +88,57 @@ DEFAULT_BATCH_CHUNK = 65536
 
 # ---- map type facts ----------------------------------------------------------------------------------------
 
-PERCPU_TYPES = frozenset({MapType.PERCPU_HASH, MapType.PERCPU_ARRAY, MapType.LRU_PERCPU_HASH,
-                          MapType.PERCPU_CGROUP_STORAGE})
+PERCPU_TYPES = frozenset({T.BPF_MAP_TYPE_PERCPU_HASH, T.BPF_MAP_TYPE_PERCPU_ARRAY, T.BPF_MAP_TYPE_LRU_PERCPU_HASH,
+                          T.BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE})
 # Keys are u32 indices 0..max_entries-1 that always exist; get_next_key can never restart.
-ARRAY_TYPES = frozenset({MapType.ARRAY, MapType.PERCPU_ARRAY, MapType.PROG_ARRAY, MapType.PERF_EVENT_ARRAY,
-                         MapType.CGROUP_ARRAY, MapType.ARRAY_OF_MAPS, MapType.DEVMAP, MapType.CPUMAP,
-                         MapType.XSKMAP, MapType.SOCKMAP, MapType.REUSEPORT_SOCKARRAY})
+ARRAY_TYPES = frozenset({T.BPF_MAP_TYPE_ARRAY, T.BPF_MAP_TYPE_PERCPU_ARRAY, T.BPF_MAP_TYPE_PROG_ARRAY, T.BPF_MAP_TYPE_PERF_EVENT_ARRAY,
+                         T.BPF_MAP_TYPE_CGROUP_ARRAY, T.BPF_MAP_TYPE_ARRAY_OF_MAPS, T.BPF_MAP_TYPE_DEVMAP, T.BPF_MAP_TYPE_CPUMAP,
+                         T.BPF_MAP_TYPE_XSKMAP, T.BPF_MAP_TYPE_SOCKMAP, T.BPF_MAP_TYPE_REUSEPORT_SOCKARRAY})
 # Values written from user space are file descriptors; lookups return object ids.
-FD_VALUE_TYPES = frozenset({MapType.PROG_ARRAY, MapType.PERF_EVENT_ARRAY, MapType.CGROUP_ARRAY,
-                            MapType.ARRAY_OF_MAPS, MapType.HASH_OF_MAPS})
-KEYLESS_TYPES = frozenset({MapType.QUEUE, MapType.STACK, MapType.BLOOM_FILTER, MapType.RINGBUF,
-                           MapType.USER_RINGBUF, MapType.ARENA})
-MAP_IN_MAP_TYPES = frozenset({MapType.ARRAY_OF_MAPS, MapType.HASH_OF_MAPS})
-STORAGE_TYPES = frozenset({MapType.SK_STORAGE, MapType.INODE_STORAGE, MapType.TASK_STORAGE,
-                           MapType.CGRP_STORAGE})
+FD_VALUE_TYPES = frozenset({T.BPF_MAP_TYPE_PROG_ARRAY, T.BPF_MAP_TYPE_PERF_EVENT_ARRAY, T.BPF_MAP_TYPE_CGROUP_ARRAY,
+                            T.BPF_MAP_TYPE_ARRAY_OF_MAPS, T.BPF_MAP_TYPE_HASH_OF_MAPS})
+KEYLESS_TYPES = frozenset({T.BPF_MAP_TYPE_QUEUE, T.BPF_MAP_TYPE_STACK, T.BPF_MAP_TYPE_BLOOM_FILTER, T.BPF_MAP_TYPE_RINGBUF,
+                           T.BPF_MAP_TYPE_USER_RINGBUF, T.BPF_MAP_TYPE_ARENA})
+MAP_IN_MAP_TYPES = frozenset({T.BPF_MAP_TYPE_ARRAY_OF_MAPS, T.BPF_MAP_TYPE_HASH_OF_MAPS})
+STORAGE_TYPES = frozenset({T.BPF_MAP_TYPE_SK_STORAGE, T.BPF_MAP_TYPE_INODE_STORAGE, T.BPF_MAP_TYPE_TASK_STORAGE,
+                           T.BPF_MAP_TYPE_CGRP_STORAGE})
 
 # The first Linux release with each map type (for NotSupportedError messages).
 FIRST_KERNEL: dict[int, str] = {
-    MapType.HASH: "3.19", MapType.ARRAY: "3.19", MapType.PROG_ARRAY: "4.2", MapType.PERF_EVENT_ARRAY: "4.3",
-    MapType.PERCPU_HASH: "4.6", MapType.PERCPU_ARRAY: "4.6", MapType.STACK_TRACE: "4.6",
-    MapType.CGROUP_ARRAY: "4.8", MapType.LRU_HASH: "4.10", MapType.LRU_PERCPU_HASH: "4.10",
-    MapType.LPM_TRIE: "4.11", MapType.ARRAY_OF_MAPS: "4.12", MapType.HASH_OF_MAPS: "4.12",
-    MapType.DEVMAP: "4.14", MapType.SOCKMAP: "4.14", MapType.CPUMAP: "4.15", MapType.XSKMAP: "4.18",
-    MapType.SOCKHASH: "4.18", MapType.CGROUP_STORAGE: "4.19", MapType.REUSEPORT_SOCKARRAY: "4.19",
-    MapType.PERCPU_CGROUP_STORAGE: "4.20", MapType.QUEUE: "4.20", MapType.STACK: "4.20",
-    MapType.SK_STORAGE: "5.2", MapType.DEVMAP_HASH: "5.4", MapType.STRUCT_OPS: "5.6", MapType.RINGBUF: "5.8",
-    MapType.INODE_STORAGE: "5.10", MapType.TASK_STORAGE: "5.11", MapType.BLOOM_FILTER: "5.16",
-    MapType.USER_RINGBUF: "6.1", MapType.CGRP_STORAGE: "6.2", MapType.ARENA: "6.9",
+    T.BPF_MAP_TYPE_HASH: "3.19", T.BPF_MAP_TYPE_ARRAY: "3.19", T.BPF_MAP_TYPE_PROG_ARRAY: "4.2", T.BPF_MAP_TYPE_PERF_EVENT_ARRAY: "4.3",
+    T.BPF_MAP_TYPE_PERCPU_HASH: "4.6", T.BPF_MAP_TYPE_PERCPU_ARRAY: "4.6", T.BPF_MAP_TYPE_STACK_TRACE: "4.6",
+    T.BPF_MAP_TYPE_CGROUP_ARRAY: "4.8", T.BPF_MAP_TYPE_LRU_HASH: "4.10", T.BPF_MAP_TYPE_LRU_PERCPU_HASH: "4.10",
+    T.BPF_MAP_TYPE_LPM_TRIE: "4.11", T.BPF_MAP_TYPE_ARRAY_OF_MAPS: "4.12", T.BPF_MAP_TYPE_HASH_OF_MAPS: "4.12",
+    T.BPF_MAP_TYPE_DEVMAP: "4.14", T.BPF_MAP_TYPE_SOCKMAP: "4.14", T.BPF_MAP_TYPE_CPUMAP: "4.15", T.BPF_MAP_TYPE_XSKMAP: "4.18",
+    T.BPF_MAP_TYPE_SOCKHASH: "4.18", T.BPF_MAP_TYPE_CGROUP_STORAGE: "4.19", T.BPF_MAP_TYPE_REUSEPORT_SOCKARRAY: "4.19",
+    T.BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE: "4.20", T.BPF_MAP_TYPE_QUEUE: "4.20", T.BPF_MAP_TYPE_STACK: "4.20",
+    T.BPF_MAP_TYPE_SK_STORAGE: "5.2", T.BPF_MAP_TYPE_DEVMAP_HASH: "5.4", T.BPF_MAP_TYPE_STRUCT_OPS: "5.6", T.BPF_MAP_TYPE_RINGBUF: "5.8",
+    T.BPF_MAP_TYPE_INODE_STORAGE: "5.10", T.BPF_MAP_TYPE_TASK_STORAGE: "5.11", T.BPF_MAP_TYPE_BLOOM_FILTER: "5.16",
+    T.BPF_MAP_TYPE_USER_RINGBUF: "6.1", T.BPF_MAP_TYPE_CGRP_STORAGE: "6.2", T.BPF_MAP_TYPE_ARENA: "6.9",
 }
 
 # What the kernel demands of each type's parameters (appended to EINVAL messages at creation).
 _CREATE_RULES: dict[int, str] = {
-    MapType.ARRAY: "key_size must be 4, value_size > 0, max_entries > 0",
-    MapType.PERCPU_ARRAY: "key_size must be 4, value_size > 0, max_entries > 0",
-    MapType.PROG_ARRAY: "key_size and value_size must be 4",
-    MapType.PERF_EVENT_ARRAY: "key_size and value_size must be 4",
-    MapType.CGROUP_ARRAY: "key_size and value_size must be 4",
-    MapType.ARRAY_OF_MAPS: "key_size and value_size must be 4 and an inner map fd is required",
-    MapType.HASH_OF_MAPS: "value_size must be 4 and an inner map fd is required",
-    MapType.LPM_TRIE: "key is {u32 prefixlen; u8 data[]} (key_size 5..260), BPF_F_NO_PREALLOC is required",
-    MapType.QUEUE: "key_size must be 0",
-    MapType.STACK: "key_size must be 0",
-    MapType.BLOOM_FILTER: "key_size must be 0, value_size > 0; map_extra's low 4 bits = number of hashes",
-    MapType.RINGBUF: "key_size and value_size must be 0, max_entries a power of 2 and a multiple of the page size",
-    MapType.USER_RINGBUF: "key_size and value_size must be 0, max_entries a power of 2 and a multiple of the page size",
-    MapType.STACK_TRACE: "key_size must be 4, value_size a multiple of 8 (or of sizeof(struct bpf_stack_build_id))",
-    MapType.CGROUP_STORAGE: "max_entries must be 0, key_size 8 (cgroup id) or 16 (struct bpf_cgroup_storage_key)",
-    MapType.PERCPU_CGROUP_STORAGE: "max_entries must be 0, key_size 8 or 16",
-    MapType.TASK_STORAGE: "needs BTF key (int) and value types, BPF_F_NO_PREALLOC and max_entries 0",
-    MapType.CGRP_STORAGE: "needs BTF key (int) and value types, BPF_F_NO_PREALLOC and max_entries 0",
-    MapType.SK_STORAGE: "needs BTF key (int) and value types, BPF_F_NO_PREALLOC and max_entries 0",
-    MapType.INODE_STORAGE: "needs BTF key (int) and value types, BPF_F_NO_PREALLOC and max_entries 0",
+    T.BPF_MAP_TYPE_ARRAY: "key_size must be 4, value_size > 0, max_entries > 0",
+    T.BPF_MAP_TYPE_PERCPU_ARRAY: "key_size must be 4, value_size > 0, max_entries > 0",
+    T.BPF_MAP_TYPE_PROG_ARRAY: "key_size and value_size must be 4",
+    T.BPF_MAP_TYPE_PERF_EVENT_ARRAY: "key_size and value_size must be 4",
+    T.BPF_MAP_TYPE_CGROUP_ARRAY: "key_size and value_size must be 4",
+    T.BPF_MAP_TYPE_ARRAY_OF_MAPS: "key_size and value_size must be 4 and an inner map fd is required",
+    T.BPF_MAP_TYPE_HASH_OF_MAPS: "value_size must be 4 and an inner map fd is required",
+    T.BPF_MAP_TYPE_LPM_TRIE: "key is {u32 prefixlen; u8 data[]} (key_size 5..260), BPF_F_NO_PREALLOC is required",
+    T.BPF_MAP_TYPE_QUEUE: "key_size must be 0",
+    T.BPF_MAP_TYPE_STACK: "key_size must be 0",
+    T.BPF_MAP_TYPE_BLOOM_FILTER: "key_size must be 0, value_size > 0; map_extra's low 4 bits = number of hashes",
+    T.BPF_MAP_TYPE_RINGBUF: "key_size and value_size must be 0, max_entries a power of 2 and a multiple of the page size",
+    T.BPF_MAP_TYPE_USER_RINGBUF: "key_size and value_size must be 0, max_entries a power of 2 and a multiple of the page size",
+    T.BPF_MAP_TYPE_STACK_TRACE: "key_size must be 4, value_size a multiple of 8 (or of sizeof(struct bpf_stack_build_id))",
+    T.BPF_MAP_TYPE_CGROUP_STORAGE: "max_entries must be 0, key_size 8 (cgroup id) or 16 (struct bpf_cgroup_storage_key)",
+    T.BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE: "max_entries must be 0, key_size 8 or 16",
+    T.BPF_MAP_TYPE_TASK_STORAGE: "needs BTF key (int) and value types, BPF_F_NO_PREALLOC and max_entries 0",
+    T.BPF_MAP_TYPE_CGRP_STORAGE: "needs BTF key (int) and value types, BPF_F_NO_PREALLOC and max_entries 0",
+    T.BPF_MAP_TYPE_SK_STORAGE: "needs BTF key (int) and value types, BPF_F_NO_PREALLOC and max_entries 0",
+    T.BPF_MAP_TYPE_INODE_STORAGE: "needs BTF key (int) and value types, BPF_F_NO_PREALLOC and max_entries 0",
 }
 
 
@@ -162,7 +164,7 @@ def _round8(n: int) -> int:
 
 def _type_name(t: int) -> str:
     try:
-        return MapType(t).name.lower().removesuffix("_deprecated")
+        return T.MapType(t).name.lower().removesuffix("_deprecated")
     except ValueError:
         return f"type {t}"
 
@@ -290,6 +292,8 @@ class StructCodec(_BaseCodec):
 
     def encode_many(self, values: Iterable[Any]) -> bytes:
         if self._cast:
+            from array import array  # not at module level: it imports collections (~2 ms of start-up)
+
             try:
                 return array(self._cast, values).tobytes()
             except TypeError:
@@ -433,7 +437,7 @@ def raw_codecs(key_size: int, value_size: int) -> tuple[CodecLike, CodecLike]:
 def default_codecs(spec: MapSpec) -> tuple[CodecLike, CodecLike]:
     """How a map made from `spec` decodes by default: its BTF key and value types (None: set_codec's
     defaults), raw bytes for ring and perf buffers and for global data sections (a DATASEC value)."""
-    if spec.type in (MapType.RINGBUF, MapType.PERF_EVENT_ARRAY) or (
+    if spec.type in (T.BPF_MAP_TYPE_RINGBUF, T.BPF_MAP_TYPE_PERF_EVENT_ARRAY) or (
             spec.value_type is not None and _is_datasec(spec.value_type)):
         return raw_codecs(spec.key_size, spec.value_size)
     return spec.key_type, spec.value_type
@@ -541,7 +545,7 @@ class MapInfo:
 
 def _map_type(t: int) -> MapType | int:
     try:
-        return MapType(t)
+        return T.MapType(t)
     except ValueError:
         return t
 
@@ -549,7 +553,7 @@ def _map_type(t: int) -> MapType | int:
 def _raw_info(fd: int) -> T.MapInfo:
     info = T.MapInfo()
     attr = T.InfoByFdAttr(bpf_fd=fd, info_len=ctypes.sizeof(info), info=ctypes.addressof(info))
-    bpf(T.Cmd.OBJ_GET_INFO_BY_FD, attr, "map info")
+    bpf(T.BPF_OBJ_GET_INFO_BY_FD, attr, "map info")
     return info
 
 
@@ -597,7 +601,7 @@ class Map:
         spec: MapSpec | None = None,
     ) -> None:
         self.fd = fd
-        self.type = _map_type(int(type))
+        self.map_type = int(type)  # `type` gives the enum
         self.key_size = key_size
         self.value_size = value_size
         self.max_entries = max_entries
@@ -610,7 +614,7 @@ class Map:
         self._lock = allocate_lock()
         self._mmap: _mmap.mmap | None = None
         self._mmap_views: list[memoryview] = []
-        self.percpu = self.type in PERCPU_TYPES
+        self.percpu = self.map_type in PERCPU_TYPES
         self.ncpus = possible_cpus() if self.percpu else 1
         self._stride = _round8(value_size) if self.percpu else value_size
         self._value_buf_size = self._stride * self.ncpus
@@ -628,6 +632,11 @@ class Map:
         self._del_ref = ctypes.byref(self._del)
         self.set_codec(key=key, value=value)
 
+    @property
+    def type(self) -> MapType | int:
+        """The map type: a MapType member (a plain int for a type newer than pybpf knows)."""
+        return _map_type(self.map_type)
+
     # ---- codecs ----------------------------------------------------------------------------------------
 
     def set_codec(self, *, key: CodecLike = None, value: CodecLike = None) -> Map:
@@ -635,11 +644,11 @@ class Map:
 
         Takes a struct format ("I", "<Q", "=I4s"), a ctypes type, a Codec or a BTF type. Returns self.
         """
-        if key is None and self.key_size == 4 and self.type in ARRAY_TYPES | {MapType.STACK_TRACE}:
+        if key is None and self.key_size == 4 and self.map_type in ARRAY_TYPES | {T.BPF_MAP_TYPE_STACK_TRACE}:
             key = "I"
-        if value is None and self.value_size == 4 and self.type in FD_VALUE_TYPES:
+        if value is None and self.value_size == 4 and self.map_type in FD_VALUE_TYPES:
             value = FdValueCodec()
-        if value is None and self.type == MapType.STACK_TRACE and self.value_size % 8 == 0 and self.value_size:
+        if value is None and self.map_type == T.BPF_MAP_TYPE_STACK_TRACE and self.value_size % 8 == 0 and self.value_size:
             value = f"={self.value_size // 8}Q"
         self.key_codec = make_codec(key, self.key_size, "key")
         self.value_codec = make_codec(value, self.value_size, "value")
@@ -690,6 +699,8 @@ class Map:
     @staticmethod
     def _direct_writer(codec: Codec, buf: bytearray) -> Callable[[Any], None] | None:
         if isinstance(codec, StructCodec) and codec.single and codec.format[-1:] not in ("s", "p"):
+            import functools  # not at module level: its import costs ~2 ms of start-up
+
             return functools.partial(codec.struct.pack_into, buf, 0)
         return None
 
@@ -773,13 +784,13 @@ class Map:
         attr.map_name[: len(encoded)] = encoded
         try:
             try:
-                fd = bpf_fd(T.Cmd.MAP_CREATE, attr, "map")
+                fd = bpf_fd(T.BPF_MAP_CREATE, attr, "map")
             except BPFError as exc:
                 if not (exc.errno == _errno.EINVAL and name and _older_than("4.15")):
                     raise _create_error(spec, exc.errno or 0, btf_fd is not None) from None
                 attr.map_name[:] = bytes(len(attr.map_name))  # names came in 4.15
                 try:
-                    fd = bpf_fd(T.Cmd.MAP_CREATE, attr, "map")
+                    fd = bpf_fd(T.BPF_MAP_CREATE, attr, "map")
                 except BPFError as again:
                     raise _create_error(spec, again.errno or 0, btf_fd is not None) from None
         finally:
@@ -827,7 +838,7 @@ class Map:
     def from_id(cls, map_id: int, *, key: CodecLike = None, value: CodecLike = None) -> Map:
         attr = T.GetIdAttr(map_id=map_id)
         try:
-            fd = bpf_fd(T.Cmd.MAP_GET_FD_BY_ID, attr, f"map id {map_id}")
+            fd = bpf_fd(T.BPF_MAP_GET_FD_BY_ID, attr, f"map id {map_id}")
         except BPFError as exc:
             if exc.errno == ENOENT:
                 raise BPFError(f"no map with id {map_id} (list them with `bpftool map`)", ENOENT,
@@ -873,12 +884,13 @@ class Map:
     def __enter__(self) -> Map:
         return self
 
-    def __exit__(self, t: type[BaseException] | None, v: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(self, t: builtins.type[BaseException] | None, v: BaseException | None,
+                 tb: TracebackType | None) -> None:
         self.close()
 
     def __repr__(self) -> str:
         state = f"fd={int(self.fd)}" if not self.fd.closed else "closed"
-        return (f"<Map {_type_name(self.type)} {self.name!r} key={self.key_size} value={self.value_size} "
+        return (f"<Map {_type_name(self.map_type)} {self.name!r} key={self.key_size} value={self.value_size} "
                 f"max_entries={self.max_entries} {state}>")
 
     # ---- info ------------------------------------------------------------------------------------------
@@ -907,12 +919,12 @@ class Map:
     # ---- errors ----------------------------------------------------------------------------------------
 
     def _error(self, op: str, cmd: int, err: int, key: Any = None, flags: int = 0) -> BPFError:
-        what = f"{op} on map {self.name!r} ({_type_name(self.type)})"
+        what = f"{op} on map {self.name!r} ({_type_name(self.map_type)})"
         if key is not None:
-            what = f"{op} of key {key!r} in map {self.name!r} ({_type_name(self.type)})"
+            what = f"{op} of key {key!r} in map {self.name!r} ({_type_name(self.map_type)})"
         hint = ""
-        if err in (_errno.E2BIG, _errno.ENOSPC) and self.type in (MapType.QUEUE, MapType.STACK):
-            hint = (f"the {_type_name(self.type)} is full (max_entries={self.max_entries}); push with "
+        if err in (_errno.E2BIG, _errno.ENOSPC) and self.map_type in (T.BPF_MAP_TYPE_QUEUE, T.BPF_MAP_TYPE_STACK):
+            hint = (f"the {_type_name(self.map_type)} is full (max_entries={self.max_entries}); push with "
                     "flags=BPF_EXIST to overwrite the oldest element")
         elif err == _errno.E2BIG and cmd == _UPDATE:
             hint = f"the map is full (max_entries={self.max_entries}); delete entries or create it bigger"
@@ -922,12 +934,12 @@ class Map:
             hint = "the key does not exist (flags=BPF_EXIST)"
         elif err == _errno.EPERM and cmd in (_UPDATE, _DELETE):
             hint = "the map is frozen or read-only from user space (BPF_F_RDONLY)"
-        elif err == _errno.EINVAL and cmd == _DELETE and self.type in (MapType.ARRAY, MapType.PERCPU_ARRAY):
+        elif err == _errno.EINVAL and cmd == _DELETE and self.map_type in (T.BPF_MAP_TYPE_ARRAY, T.BPF_MAP_TYPE_PERCPU_ARRAY):
             hint = "array elements cannot be deleted; overwrite them instead"
-        elif err == _errno.EINVAL and cmd == _UPDATE and self.type == MapType.STACK_TRACE:
+        elif err == _errno.EINVAL and cmd == _UPDATE and self.map_type == T.BPF_MAP_TYPE_STACK_TRACE:
             hint = "stack trace maps are filled by bpf_get_stackid() in programs, not from user space"
         elif err in (ENOTSUPP, _errno.EOPNOTSUPP):
-            hint = f"{_type_name(self.type)} maps do not support this operation from user space"
+            hint = f"{_type_name(self.map_type)} maps do not support this operation from user space"
         elif err == _errno.EBADF:
             hint = "the map's fd was closed"
         e = BPFError(what + " failed", err, command_name(cmd))
@@ -1052,7 +1064,7 @@ class Map:
 
     def contains(self, key_or_value: Any) -> bool:
         """Whether key is in the map; for a bloom filter, whether value may have been added."""
-        if self.type == MapType.BLOOM_FILTER:
+        if self.map_type == T.BPF_MAP_TYPE_BLOOM_FILTER:
             return self._bloom_contains(key_or_value)
         return self.lookup(key_or_value) is not None
 
@@ -1076,7 +1088,7 @@ class Map:
 
     def __len__(self) -> int:
         """The number of keys (arrays: max_entries; other maps: counted by iterating)."""
-        if self.type in (MapType.ARRAY, MapType.PERCPU_ARRAY):
+        if self.map_type in (T.BPF_MAP_TYPE_ARRAY, T.BPF_MAP_TYPE_PERCPU_ARRAY):
             return self.max_entries
         return sum(1 for _ in self._raw_keys())
 
@@ -1097,11 +1109,11 @@ class Map:
         either way keys already produced are skipped, so every key comes out exactly once.
         """
         ks = self.key_size
-        if not ks or self.type in KEYLESS_TYPES:
-            raise TypeError(f"{_type_name(self.type)} maps have no keys to iterate (use pop()/peek())")
+        if not ks or self.map_type in KEYLESS_TYPES:
+            raise TypeError(f"{_type_name(self.map_type)} maps have no keys to iterate (use pop()/peek())")
         if self.fd.closed:
             raise ValueError("map is closed")
-        if self.type in (MapType.ARRAY, MapType.PERCPU_ARRAY):
+        if self.map_type in (T.BPF_MAP_TYPE_ARRAY, T.BPF_MAP_TYPE_PERCPU_ARRAY):
             order = sys.byteorder
             for i in range(self.max_entries):
                 yield i.to_bytes(4, order)
@@ -1119,7 +1131,7 @@ class Map:
         laddr = ctypes.byref(lattr)
         cur_addr = ctypes.addressof(cur_arr)
 
-        dedupe = self.type not in ARRAY_TYPES
+        dedupe = self.map_type not in ARRAY_TYPES
         seen: set[bytes] = set()
         restarts = 0
 
@@ -1204,7 +1216,7 @@ class Map:
     # ---- batch operations ------------------------------------------------------------------------------
 
     def _batch_unsupported(self, op: str, err: int) -> NotSupportedError:
-        return NotSupportedError(f"{op} for {_type_name(self.type)} maps", "5.6", err,
+        return NotSupportedError(f"{op} for {_type_name(self.map_type)} maps", "5.6", err,
                                  "use iteration (items()) or per-element calls instead")
 
     def lookup_batch_raw(self, count: int | None = None, *, delete: bool = False,
@@ -1240,7 +1252,7 @@ class Map:
         token_size = max(ks, 8)
         tokens = (ctypes.c_char * (2 * token_size))()
         tok = [ctypes.addressof(tokens), ctypes.addressof(tokens) + token_size]
-        cmd = int(T.Cmd.MAP_LOOKUP_AND_DELETE_BATCH if delete else T.Cmd.MAP_LOOKUP_BATCH)
+        cmd = T.BPF_MAP_LOOKUP_AND_DELETE_BATCH if delete else T.BPF_MAP_LOOKUP_BATCH
         attr = T.MapBatchAttr(map_fd=int(self.fd))
         addr = ctypes.byref(attr)
         n = 0
@@ -1269,7 +1281,7 @@ class Map:
                             raise self._error("batch lookup", cmd, err)
                         continue
                     if err in (ENOTSUPP, _errno.EOPNOTSUPP) or (err == _errno.EINVAL and first and
-                                                                 self.type not in _BATCH_TYPES):
+                                                                 self.map_type not in _BATCH_TYPES):
                         raise self._batch_unsupported(command_name(cmd), err)
                     raise self._error("batch lookup", cmd, err)
                 first = False
@@ -1333,7 +1345,7 @@ class Map:
         vbuf = ctypes.create_string_buffer(vdata, max(len(vdata), 1))
         attr = T.MapBatchAttr(map_fd=int(self.fd), elem_flags=flags)
         addr = ctypes.byref(attr)
-        cmd = int(T.Cmd.MAP_UPDATE_BATCH)
+        cmd = T.BPF_MAP_UPDATE_BATCH
         done = 0
         while done < n:
             want = min(chunk, n - done)
@@ -1367,7 +1379,7 @@ class Map:
         kbuf = ctypes.create_string_buffer(kdata, max(len(kdata), 1))
         attr = T.MapBatchAttr(map_fd=int(self.fd))
         addr = ctypes.byref(attr)
-        cmd = int(T.Cmd.MAP_DELETE_BATCH)
+        cmd = T.BPF_MAP_DELETE_BATCH
         pos = deleted = 0
         while pos < n:
             want = min(chunk, n - pos)
@@ -1396,7 +1408,7 @@ class Map:
         it was created with BPF_F_RDONLY_PROG."""
         attr = T.MapElemAttr(map_fd=int(self.fd))
         try:
-            bpf(T.Cmd.MAP_FREEZE, attr, self.name)
+            bpf(T.BPF_MAP_FREEZE, attr, self.name)
         except BPFError as exc:
             if exc.errno == _errno.EBUSY:
                 raise BPFError(f"freezing map {self.name!r} failed: it is mmap()ed writable or already frozen",
@@ -1423,12 +1435,14 @@ class Map:
         BPF_F_RDONLY); each value is value_size rounded up to 8. Owned by the map: close() unmaps it."""
         if self._mmap_views:
             return self._mmap_views[-1]
-        if not self.flags & T.BPF_F_MMAPABLE or self.type not in (MapType.ARRAY,):
+        if not self.flags & T.BPF_F_MMAPABLE or self.map_type not in (T.BPF_MAP_TYPE_ARRAY,):
             raise ValueError(f"map {self.name!r} is not an array created with BPF_F_MMAPABLE")
         size = _round8(self.value_size) * self.max_entries
         pg = page_size()
         length = (size + pg - 1) // pg * pg
         writable = not self.flags & T.BPF_F_RDONLY
+        import mmap as _mmap  # only global data needs it: not imported at start-up
+
         mm: _mmap.mmap | None = None
         if writable:
             try:
@@ -1445,8 +1459,8 @@ class Map:
         return view
 
 
-_BATCH_TYPES = frozenset({MapType.HASH, MapType.PERCPU_HASH, MapType.LRU_HASH, MapType.LRU_PERCPU_HASH,
-                          MapType.ARRAY, MapType.PERCPU_ARRAY})
+_BATCH_TYPES = frozenset({T.BPF_MAP_TYPE_HASH, T.BPF_MAP_TYPE_PERCPU_HASH, T.BPF_MAP_TYPE_LRU_HASH, T.BPF_MAP_TYPE_LRU_PERCPU_HASH,
+                          T.BPF_MAP_TYPE_ARRAY, T.BPF_MAP_TYPE_PERCPU_ARRAY})
 
 
 def _pairs(keys: list[Any], values: list[Any]) -> list[tuple[Any, Any]]:
@@ -1467,18 +1481,18 @@ def _fixup_spec(spec: MapSpec) -> MapSpec:
     s = spec.copy()
     t = s.type
     if t in FD_VALUE_TYPES:
-        if t != MapType.HASH_OF_MAPS and not s.key_size:
+        if t != T.BPF_MAP_TYPE_HASH_OF_MAPS and not s.key_size:
             s.key_size = 4
         if not s.value_size:
             s.value_size = 4
-    if t == MapType.PERF_EVENT_ARRAY and not s.max_entries:
+    if t == T.BPF_MAP_TYPE_PERF_EVENT_ARRAY and not s.max_entries:
         s.max_entries = possible_cpus()
-    if t in (MapType.RINGBUF, MapType.USER_RINGBUF) and s.max_entries:
+    if t in (T.BPF_MAP_TYPE_RINGBUF, T.BPF_MAP_TYPE_USER_RINGBUF) and s.max_entries:
         pg = page_size()
         size = max(s.max_entries, pg)
         size = 1 << (size - 1).bit_length()  # power of two, and so a multiple of the page size
         s.max_entries = size
-    if t in STORAGE_TYPES or t == MapType.LPM_TRIE:
+    if t in STORAGE_TYPES or t == T.BPF_MAP_TYPE_LPM_TRIE:
         s.flags |= T.BPF_F_NO_PREALLOC
     return s
 

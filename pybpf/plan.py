@@ -24,7 +24,6 @@ from __future__ import annotations
 import marshal
 import os
 import struct
-import zlib
 
 from pybpf import __version__
 from pybpf._cache import boot_id, cache_root
@@ -43,7 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = ["identity", "load", "options_key", "plan_path", "save"]
 
-_FORMAT = 2
+_FORMAT = 3
 _INSN = 8
 _LD_IMM64 = 0x18  # BPF_LD | BPF_IMM | BPF_DW
 _PSEUDO_MAP_FD = 1
@@ -75,8 +74,16 @@ def plan_path(path: str, key: str) -> str:
     with different options, and would replace each other's plan at every run.)"""
     root = cache_root()
     real = os.path.realpath(path)
-    digest = zlib.crc32(f"{real}\0{key}".encode())
-    return os.path.join(root, "plans", f"{os.path.basename(real)}.{digest:08x}.plan")
+    digest = _digest(f"{real}\0{key}".encode())
+    return os.path.join(root, "plans", f"{os.path.basename(real)}.{digest:016x}.plan")
+
+
+def _digest(data: bytes) -> int:
+    """64-bit FNV-1a: stable across runs (unlike hash()), and no zlib/hashlib import (~0.4 ms) at start-up."""
+    h = 0xCBF29CE484222325
+    for byte in data:
+        h = ((h ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return h
 
 
 def identity(path: str, key: str) -> tuple[Any, ...]:
@@ -197,23 +204,24 @@ def _defer_map(m: Map, key: str, collection_spec: Callable[[], CollectionSpec], 
 
 def _load_program(coll: Collection, pplan: tuple[Any, ...], fds: dict[str, int], btf_fd: FD | None,
                   collection_spec: Callable[[], CollectionSpec]) -> None:
-    from pybpf._sys import types as T
     from pybpf.program import Program, ProgramSpec
 
-    (name, type_, attach_type, section, attach_to, license_, kernel_version, flags, sleepable, attach_btf_id, insns,
-     fd_sites, func_info, func_info_rec_size, line_info, line_info_rec_size) = pplan
+    (name, type_, attach_type, section, split, attach_to, license_, kernel_version, flags, sleepable, attach_btf_id,
+     insns, fd_sites, func_info, func_info_rec_size, line_info, line_info_rec_size) = pplan
     code = bytearray(insns)
     for slot, key in fd_sites:
         struct.pack_into("<i", code, slot * _INSN + 4, fds[key])
     final = bytes(code)
     stub = ProgramSpec(
-        name=name, type=T.ProgType(type_), instructions=final,  # type: ignore[arg-type]  # bytes load as is
-        license=license_, section=section, attach_to=attach_to,
-        attach_type=T.AttachType(attach_type) if attach_type is not None else None,
+        # Plain ints for the types (enums cost start-up; the full spec read later has them) and the
+        # final bytes for the instructions (they load as they are).
+        name=name, type=type_, instructions=final,  # type: ignore[arg-type]
+        license=license_, section=section, attach_to=attach_to, attach_type=attach_type,
         kernel_version=kernel_version, flags=flags, func_info=func_info, func_info_rec_size=func_info_rec_size,
         line_info=line_info, line_info_rec_size=line_info_rec_size, attach_btf_id=attach_btf_id,
         sleepable=sleepable)
     prog = Program.load(stub, btf_fd=btf_fd)
+    prog.section_split = split  # attaching needs no section table
     coll.programs[name] = prog
 
     def program_spec() -> ProgramSpec:
@@ -306,9 +314,11 @@ def _program_plan(name: str, pspec: ProgramSpec | None, by_fd: dict[int, str]) -
         raise _NotPlannable(f"program {name} has no spec")
     if pspec.attach_btf_obj_fd is not None or pspec.attach_prog_fd is not None:
         raise _NotPlannable(f"program {name} is attached by fd")
+    from pybpf.link.auto import section_split
+
     insns = pspec.instructions if isinstance(pspec.instructions, bytes) else pspec.instructions.encode()
     return (name, int(pspec.type), int(pspec.attach_type) if pspec.attach_type is not None else None,
-            pspec.section, pspec.attach_to, pspec.license, pspec.kernel_version, pspec.flags, pspec.sleepable, pspec.attach_btf_id,
+            pspec.section, section_split(pspec.section) if pspec.section else None, pspec.attach_to, pspec.license, pspec.kernel_version, pspec.flags, pspec.sleepable, pspec.attach_btf_id,
             insns, _fd_sites(name, insns, by_fd), pspec.func_info, pspec.func_info_rec_size, pspec.line_info,
             pspec.line_info_rec_size)
 

@@ -8,7 +8,6 @@ is the load repeated with a log, whose buffer grows until the kernel stops repor
 
 from __future__ import annotations
 
-import bisect
 import ctypes
 import errno as _errno
 import os
@@ -22,6 +21,7 @@ from pybpf.errors import ENOTSUPP, BPFError, NotSupportedError, VerifierError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import builtins  # `type` is a property in the classes below
     from collections.abc import Callable, Sequence
     from types import TracebackType
     from typing import Any
@@ -50,7 +50,7 @@ _INSN_SIZE = 8
 # "12: (79) r1 = *(u64 *)(r2 +0)": an instruction line of a level-1 verifier log.
 _LOG_INSN = r"^(\d+): \([0-9a-f]{2}\)"
 # Program types whose test run executes exactly once: no repeat, no duration, no ctx_out.
-_RUN_ONCE = frozenset({T.ProgType.RAW_TRACEPOINT, T.ProgType.SYSCALL})
+_RUN_ONCE = frozenset({T.BPF_PROG_TYPE_RAW_TRACEPOINT, T.BPF_PROG_TYPE_SYSCALL})
 _LINE_SHIFT = 10  # bpf_line_info.line_col = line << 10 | column
 
 
@@ -184,7 +184,7 @@ class _LoadAttr:
         attr.insns = ctypes.addressof(self.insns)
         attr.license = ctypes.addressof(self.license)
         kern_version = spec.kernel_version
-        if not kern_version and spec.type == T.ProgType.KPROBE:
+        if not kern_version and spec.type == T.BPF_PROG_TYPE_KPROBE:
             # Kernels before 5.0 insist that kprobe programs name the running kernel's version.
             from pybpf._sys.kernel import kernel_version_code
 
@@ -234,7 +234,7 @@ def _load_with_log(load: _LoadAttr, log_level: int, log_size: int) -> tuple[int,
         attr.log_size = size
         attr.log_buf = ctypes.addressof(buf)
         attr.log_true_size = 0
-        ret = bpf_errno(T.Cmd.PROG_LOAD, attr)
+        ret = bpf_errno(T.BPF_PROG_LOAD, attr)
         log = buf.value.decode("utf-8", "replace")
         if ret >= 0 or -ret != _errno.ENOSPC:
             if ret == -_errno.EINVAL and previous is not None and not log:
@@ -282,7 +282,9 @@ def _source_line(spec: ProgramSpec, insn: int) -> str:
     count = len(spec.line_info) // rec
     records = [T.LineInfo.from_buffer_copy(spec.line_info, i * rec) for i in range(count)]
     offsets = [r.insn_off for r in records]
-    k = bisect.bisect_right(offsets, insn) - 1
+    from bisect import bisect_right  # an error path: not imported at start-up
+
+    k = bisect_right(offsets, insn) - 1
     if k < 0:
         return ""
     record = records[k]
@@ -303,7 +305,7 @@ def _source_line(spec: ProgramSpec, insn: int) -> str:
 
 
 def _raise_load_error(spec: ProgramSpec, err: int, log: str, truncated: bool) -> None:
-    what = f"loading program {spec.name!r} ({spec.type.name.lower()})"
+    what = f"loading program {spec.name!r} ({_type_name(spec.type)})"
     if not log.strip():
         # Refused before the verifier ran: an unknown program type, attach type or flag, or privileges.
         if err in (_errno.EINVAL, _errno.E2BIG, _errno.EOPNOTSUPP):
@@ -312,7 +314,7 @@ def _raise_load_error(spec: ProgramSpec, err: int, log: str, truncated: bool) ->
             probe = probe_prog_type(spec.type)
             if not probe.supported and probe.errno in (_errno.EINVAL, _errno.E2BIG):
                 raise NotSupportedError(
-                    f"program type {spec.type.name}", first_kernel("prog_type", spec.type), err,
+                    f"program type {_type_name(spec.type).upper()}", first_kernel("prog_type", spec.type), err,
                     detail=f"cannot load program {spec.name!r}",
                 )
         raise BPFError(what + " failed", err, "BPF_PROG_LOAD")
@@ -344,17 +346,31 @@ class Program:
     ) -> None:
         self.fd = fd
         self.name = name
-        self.type = type
-        self.attach_type = attach_type
+        # Kept as ints; `type` and `attach_type` give the enums (built only when asked for: start-up).
+        self.prog_type = int(type)
+        self.expected_attach_type = None if attach_type is None else int(attach_type)
         self.spec = spec
         # The section name chooses the hook attach() uses; kept apart from the spec, which a collection
         # loaded from a cached plan builds only when asked for (see defer_spec).
         self.section = spec.section if spec is not None else ""
         self.attach_to = spec.attach_to if spec is not None else ""  # tp_btf/fentry/lsm/iter target
+        # (section-definition prefix, target) of `section` when the loader knows it (pybpf.link.auto)
+        self.section_split: tuple[str, str] | None = None
         self.verifier_log = verifier_log
         self._id = 0
         self._tag = ""
         self.pinned_path: str | None = None
+
+    @property
+    def type(self) -> T.ProgType | int:
+        """The program type: a ProgType member (a plain int for a type newer than pybpf knows)."""
+        return _enum_or_int(T.ProgType, self.prog_type)  # type: ignore[no-any-return]
+
+    @property
+    def attach_type(self) -> T.AttachType | int | None:
+        """The expected attach type it was loaded with (AttachType; None when none was given)."""
+        t = self.expected_attach_type
+        return None if t is None else _enum_or_int(T.AttachType, t)  # type: ignore[no-any-return]
 
     def defer_spec(self, build: Callable[[], ProgramSpec]) -> None:
         """Build `spec` on first access with `build()` (a collection loaded from a cached plan reads the
@@ -388,13 +404,13 @@ class Program:
         Raises `VerifierError` (whole log, failing instruction, source line) when the verifier refuses,
         `NotSupportedError` when the kernel lacks the program type, `BPFError` otherwise.
         """
-        if spec.type == T.ProgType.UNSPEC:
+        if spec.type == T.BPF_PROG_TYPE_UNSPEC:
             where = f" (section {spec.section!r} names no hook pybpf knows)" if spec.section else ""
             raise BPFError(f"program {spec.name!r} has no program type{where}; set ProgramSpec.type",
                            _errno.EINVAL, "BPF_PROG_LOAD")
         load = _LoadAttr(spec, _encode(spec.instructions), btf_fd, fd_array)
         if not log_level:
-            ret = bpf_errno(T.Cmd.PROG_LOAD, load.attr)
+            ret = bpf_errno(T.BPF_PROG_LOAD, load.attr)
             if ret >= 0:
                 return cls(FD(ret), name=spec.name, type=spec.type, attach_type=spec.attach_type, spec=spec)
             # Any errno may come from the verifier (E2BIG: too complex, EBADF: bad map fd, ...): ask again
@@ -426,7 +442,7 @@ class Program:
     def from_id(cls, prog_id: int) -> Program:
         """Open a loaded program by its id (BPF_PROG_GET_FD_BY_ID)."""
         attr = T.GetIdAttr(prog_id=prog_id)
-        return cls.from_fd(bpf_fd(T.Cmd.PROG_GET_FD_BY_ID, attr, f"program id {prog_id}"))
+        return cls.from_fd(bpf_fd(T.BPF_PROG_GET_FD_BY_ID, attr, f"program id {prog_id}"))
 
     @classmethod
     def from_pin(cls, path: str | os.PathLike[str]) -> Program:
@@ -523,9 +539,9 @@ class Program:
         """
         if repeat < 1:
             raise ValueError("repeat must be at least 1")
-        once = self.type in _RUN_ONCE
+        once = self.prog_type in _RUN_ONCE
         if once and repeat > 1:
-            raise ValueError(f"{T.ProgType(self.type).name.lower()} programs run once per test run; "
+            raise ValueError(f"{_type_name(self.prog_type)} programs run once per test run; "
                              "call test_run in a loop instead of passing repeat")
         ctx_bytes = bytes(ctx) if ctx is not None else b""
         attr = T.ProgTestRunAttr(prog_fd=int(self.fd), repeat=0 if once else repeat)
@@ -552,13 +568,13 @@ class Program:
                 ctx_out = ctypes.create_string_buffer(size)
                 attr.ctx_out = ctypes.addressof(ctx_out)
                 attr.ctx_size_out = size
-        ret = bpf_errno(T.Cmd.PROG_TEST_RUN, attr)
+        ret = bpf_errno(T.BPF_PROG_TEST_RUN, attr)
         if ret < 0 and -ret != _errno.ENOSPC:
             err = -ret
             hint = ""
             if err == ENOTSUPP:
                 raise NotSupportedError(
-                    f"BPF_PROG_TEST_RUN for {_type_name(self.type)} programs", "",
+                    f"BPF_PROG_TEST_RUN for {_type_name(self.prog_type)} programs", "",
                     err, detail="the kernel has no test runner for this program type",
                 )
             if err == _errno.EINVAL:
@@ -571,7 +587,7 @@ class Program:
         ctx_result: bytes | None = None
         if ctx_out is not None:
             ctx_result = ctx_out.raw[: min(attr.ctx_size_out, len(ctx_out))]
-        elif ctx_in is not None and self.type == T.ProgType.SYSCALL:
+        elif ctx_in is not None and self.prog_type == T.BPF_PROG_TYPE_SYSCALL:
             ctx_result = ctx_in.raw  # the kernel writes a syscall program's context back into ctx_in
         retval = attr.retval - (1 << 32) if attr.retval & 0x80000000 else attr.retval
         return TestRunResult(retval=retval, data=out, duration_ns=attr.duration, ctx=ctx_result)
@@ -604,12 +620,13 @@ class Program:
     def __enter__(self) -> Program:
         return self
 
-    def __exit__(self, t: type[BaseException] | None, v: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(self, t: builtins.type[BaseException] | None, v: BaseException | None,
+                 tb: TracebackType | None) -> None:
         self.close()
 
     def __repr__(self) -> str:
         state = "closed" if self.fd.closed else f"fd={int(self.fd)}"
-        return f"<Program {self.name!r} {_type_name(self.type)} {state}>"
+        return f"<Program {self.name!r} {_type_name(self.prog_type)} {state}>"
 
 
 # ---- info helpers ----------------------------------------------------------------------------------------
@@ -617,7 +634,7 @@ class Program:
 
 def _get_info(fd: FD, info: T.ProgInfo) -> None:
     attr = T.InfoByFdAttr(bpf_fd=int(fd), info_len=ctypes.sizeof(info), info=ctypes.addressof(info))
-    bpf(T.Cmd.OBJ_GET_INFO_BY_FD, attr, "program info")
+    bpf(T.BPF_OBJ_GET_INFO_BY_FD, attr, "program info")
 
 
 def _prog_info(fd: FD, *, map_ids: bool) -> tuple[T.ProgInfo, list[int]]:
@@ -638,8 +655,9 @@ def _c_name(raw: ctypes.Array[ctypes.c_uint8]) -> str:
     return bytes(raw).split(b"\0", 1)[0].decode("utf-8", "replace")
 
 
-def _type_name(prog_type: T.ProgType | int) -> str:
-    return prog_type.name.lower() if isinstance(prog_type, T.ProgType) else f"type {prog_type}"
+def _type_name(prog_type: int) -> str:
+    kind = _enum_or_int(T.ProgType, prog_type)
+    return kind.name.lower() if isinstance(kind, T.ProgType) else f"type {prog_type}"
 
 
 def _check_kind(fd: FD, kind: str) -> None:
@@ -682,7 +700,7 @@ def enable_stats(kind: T.StatsType | None = None) -> StatsHandle:
     `kind` defaults to BPF_STATS_RUN_TIME (the only kind so far).
     """
     attr = T.EnableStatsAttr(type=int(T.StatsType.RUN_TIME if kind is None else kind))
-    ret = bpf_errno(T.Cmd.ENABLE_STATS, attr)
+    ret = bpf_errno(T.BPF_ENABLE_STATS, attr)
     if ret < 0:
         if -ret == _errno.EINVAL:
             raise NotSupportedError(

@@ -80,6 +80,50 @@ def test_replayed_load_imports_no_object_reader(cache: Path, obj_copy: Callable[
     assert out == ["", "6"], out
 
 
+# What a replayed load and a tracepoint attach must not import: each costs milliseconds of a tool's start-up
+# (enum and functools/collections ~5 ms, the section table ~2 ms, the object reader, BTF and asm far more).
+_START_UP_HEAVY = ("enum", "functools", "collections", "weakref", "importlib", "array", "zlib", "mmap", "re",
+                   "typing", "dataclasses", "pybpf.elf.sections", "pybpf.elf.reader", "pybpf.btf", "pybpf.asm")
+
+
+def test_replayed_load_and_attach_import_nothing_heavy(cache: Path, obj_copy: Callable[[str], Path]) -> None:
+    obj = obj_copy("link_tp")
+    pybpf.load(obj).close()
+    code = (
+        "import sys\n"
+        "before = set(sys.modules)\n"
+        "import os, pybpf\n"
+        "with pybpf.load(sys.argv[1]) as c:\n"
+        "    assert c.plan, 'not replayed'\n"
+        "    with c.programs['count_tp'].attach():\n"
+        "        for _ in range(7):\n"
+        "            os.getppid()\n"
+        "    new = set(sys.modules) - before\n"
+        f"    print(','.join(sorted(m for m in new if m.startswith({_START_UP_HEAVY!r}))))\n"
+        "    print(c.maps['tp_counts'].lookup(os.getpid()))\n"
+    )
+    # -S: no site-packages .pth hooks, which may import some of these first (this sandbox's does).
+    root = Path(pybpf.__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "-S", "-c", code, str(obj)], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYBPF_CACHE": str(cache), "PYTHONPATH": str(root)}).stdout.splitlines()
+    assert out == ["", "7"], out
+
+
+def test_replayed_types_are_enums_for_display(cache: Path, obj_copy: Callable[[str], Path]) -> None:
+    from pybpf._sys import types as T
+
+    obj = obj_copy("link_tp")
+    pybpf.load(obj).close()
+    with pybpf.load(obj) as coll:
+        assert coll.plan is not None
+        prog, counts = coll.programs["count_btf"], coll.maps["tp_counts"]
+        # Kept as ints (the start-up path compares those), shown as the kernel's enums.
+        assert prog.prog_type == T.BPF_PROG_TYPE_TRACING and prog.expected_attach_type == T.BPF_TRACE_RAW_TP
+        assert prog.type is T.ProgType.TRACING and prog.attach_type is T.AttachType.TRACE_RAW_TP
+        assert counts.map_type == T.BPF_MAP_TYPE_HASH and counts.type is T.MapType.HASH
+        assert "tracing" in repr(prog) and "hash" in repr(counts)
+
+
 def test_tail_calls_and_map_in_map_replayed(cache: Path, obj_copy: Callable[[str], Path]) -> None:
     obj = obj_copy("load_maps")
     pybpf.load(obj).close()

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import functools
 import os
+
+from pybpf._lazy import cache
 
 POSSIBLE = "/sys/devices/system/cpu/possible"
 ONLINE = "/sys/devices/system/cpu/online"
@@ -33,7 +34,7 @@ def _read_cpu_list(path: str) -> list[int]:
         return list(range(os.cpu_count() or 1))
 
 
-@functools.cache
+@cache
 def possible_cpu_list() -> tuple[int, ...]:
     """The possible CPUs; fixed for the life of the system, so read once."""
     return tuple(_read_cpu_list(POSSIBLE))

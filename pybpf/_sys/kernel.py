@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import functools
 import os
+
+from pybpf._lazy import cache
 
 __all__ = ["kernel_release", "kernel_version", "kernel_version_code", "parse_version"]
 
@@ -24,13 +25,13 @@ def parse_version(text: str) -> tuple[int, int, int]:
     return numbers[0], numbers[1], numbers[2]
 
 
-@functools.cache
+@cache
 def kernel_release() -> str:
     """``uname -r``."""
     return os.uname().release
 
 
-@functools.cache
+@cache
 def kernel_version() -> tuple[int, int, int]:
     """(major, minor, patch) of the running kernel. Ubuntu kernels report their upstream base in
     /proc/version_signature, which is what LINUX_VERSION_CODE holds there."""
@@ -44,7 +45,7 @@ def kernel_version() -> tuple[int, int, int]:
     return parse_version(kernel_release())
 
 
-@functools.cache
+@cache
 def kernel_version_code() -> int:
     """LINUX_VERSION_CODE of the running kernel (kprobe programs on kernels before 5.0 must pass it)."""
     major, minor, patch = kernel_version()

@@ -28,7 +28,7 @@ def pin_fd(fd: FD | int, path: str | os.PathLike[str], what: str) -> str:
     buf = ctypes.create_string_buffer(where.encode())
     attr = T.ObjPinAttr(pathname=ctypes.addressof(buf), bpf_fd=int(fd))
     try:
-        bpf(T.Cmd.OBJ_PIN, attr, where)
+        bpf(T.BPF_OBJ_PIN, attr, where)
     except BPFError as exc:
         if exc.errno == errno.EPERM and not is_bpffs(where):
             raise BPFError(f"pinning {what} at {where} failed: the directory is not on a bpf filesystem "
@@ -46,7 +46,7 @@ def open_pinned(path: str | os.PathLike[str], flags: int = 0) -> FD:
     buf = ctypes.create_string_buffer(where.encode())
     attr = T.ObjPinAttr(pathname=ctypes.addressof(buf), file_flags=flags)
     try:
-        return bpf_fd(T.Cmd.OBJ_GET, attr, where)
+        return bpf_fd(T.BPF_OBJ_GET, attr, where)
     except BPFError as exc:
         if exc.errno == errno.ENOENT:
             raise BPFError(f"nothing is pinned at {where}", errno.ENOENT, "BPF_OBJ_GET") from None

@@ -2,8 +2,8 @@
 
 `import dataclasses` costs ~8 ms (it pulls in `inspect`) and every decorated class ~0.8 ms more (it
 compiles three methods); the loader defines ~35 of them, which was a third of `import pybpf`'s time.
-`record` compiles only `__init__` (so construction stays as fast as a dataclass's) and shares generic
-`__repr__`/`__eq__`/`__hash__`. Records still work with `dataclasses.fields`, `replace`, `asdict` and
+`record` compiles only `__init__`, and only on first construction (so construction stays as fast as a
+dataclass's), and shares generic `__repr__`/`__eq__`/`__hash__`. Records still work with `dataclasses.fields`, `replace`, `asdict` and
 `is_dataclass`: `__dataclass_fields__` is built (importing `dataclasses`) the first time it is asked for.
 
 Supported: field defaults, `field(default=, default_factory=)`, `frozen`, `slots`, `eq`, inheritance
@@ -11,8 +11,6 @@ from other records. Not supported (not used here): `order`, `kw_only`, `InitVar`
 """
 
 from __future__ import annotations
-
-from operator import attrgetter
 
 TYPE_CHECKING = False
 if not TYPE_CHECKING:
@@ -127,16 +125,25 @@ def _process(cls: type, frozen: bool, slots: bool, eq: bool) -> type:
             value = name
         body.append(f"_setattr(self, {name!r}, {value})" if frozen else f"self.{name} = {value}")
     source = f"def __init__(self, {', '.join(params)}):\n    " + ("\n    ".join(body) or "pass") + "\n"
-    exec(source, env)  # noqa: S102 - generated from the class's own field names, as dataclasses does
-    init = env["__init__"]
-    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    qualname = f"{cls.__qualname__}.__init__"
+    owner: list[type] = []  # the class that ends up with this __init__ (a new one with slots)
 
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        # Compiled on first construction: most records (info, results) are never built in a short run,
+        # and exec() costs ~0.3 ms each.
+        exec(source, env)  # noqa: S102 - generated from the class's own field names, as dataclasses does
+        init = env["__init__"]
+        init.__qualname__ = qualname
+        type.__setattr__(owner[0], "__init__", init)
+        init(self, *args, **kwargs)
+
+    __init__.__qualname__ = qualname
     attrs: dict[str, Any] = {
-        "__init__": init,
+        "__init__": __init__,
         "__record_fields__": fields,
         "__match_args__": names,
         "__dataclass_fields__": _DataclassFields(),
-        "_record_values": staticmethod(_values_getter(names)),
+        "_record_values": staticmethod(_values_getter(names, owner)),
     }
     if "__repr__" not in cls.__dict__:
         attrs["__repr__"] = _repr
@@ -159,6 +166,7 @@ def _process(cls: type, frozen: bool, slots: bool, eq: bool) -> type:
                     setattr(cls, n, default)
         for k, v in attrs.items():
             setattr(cls, k, v)
+        owner.append(cls)
         return cls
     # Slots need a new class (like dataclass(slots=True)); class-level defaults would clash with them.
     ns = {k: v for k, v in cls.__dict__.items() if k not in ("__dict__", "__weakref__") and k not in fields}
@@ -169,16 +177,29 @@ def _process(cls: type, frozen: bool, slots: bool, eq: bool) -> type:
     ns.update(attrs)
     new = type(cls)(cls.__name__, cls.__bases__, ns)
     new.__qualname__ = cls.__qualname__
+    owner.append(new)
     return new
 
 
-def _values_getter(names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
-    if len(names) > 1:
-        return attrgetter(*names)
-    if not names:
-        return lambda obj: ()
-    get = attrgetter(names[0])
-    return lambda obj: (get(obj),)
+def _values_getter(names: tuple[str, ...], owner: list[type]) -> Callable[[Any], tuple[Any, ...]]:
+    """The field values as a tuple (for ==, hash and repr): an attrgetter, made on first use so that
+    start-up does not import operator."""
+
+    def first_use(obj: Any) -> tuple[Any, ...]:
+        from operator import attrgetter
+
+        get: Callable[[Any], tuple[Any, ...]]
+        if len(names) > 1:
+            get = attrgetter(*names)
+        elif names:
+            one = attrgetter(names[0])
+            get = lambda obj: (one(obj),)  # noqa: E731
+        else:
+            get = lambda obj: ()  # noqa: E731
+        type.__setattr__(owner[0], "_record_values", staticmethod(get))
+        return get(obj)
+
+    return first_use
 
 
 def _repr(self: Any) -> str:

@@ -33,11 +33,11 @@ try:
 except KeyError as exc:  # pragma: no cover - other architectures are untested
     raise ImportError(f"pybpf does not know the syscall numbers of {os.uname().machine}") from exc
 
-_CMD_NAMES = {int(c): f"BPF_{c.name}" for c in T.Cmd}
-
-
 def command_name(cmd: int) -> str:
-    return _CMD_NAMES.get(int(cmd), f"bpf cmd {int(cmd)}")
+    try:
+        return f"BPF_{T.Cmd(cmd).name}"  # builds the enum: only errors and displays ask
+    except ValueError:
+        return f"bpf cmd {int(cmd)}"
 
 
 def bpf(cmd: int, attr: ctypes.Structure | ctypes.Union, what: str = "") -> int:
@@ -54,7 +54,7 @@ def bpf(cmd: int, attr: ctypes.Structure | ctypes.Union, what: str = "") -> int:
             return ret
         err = ctypes.get_errno()
         tries += 1
-        if err == _errno.EINTR or (err == _errno.EAGAIN and cmd == T.Cmd.PROG_LOAD and tries < 5):
+        if err == _errno.EINTR or (err == _errno.EAGAIN and cmd == T.BPF_PROG_LOAD and tries < 5):
             continue
         name = command_name(cmd)
         raise BPFError(f"{name}{' (' + what + ')' if what else ''} failed", err, name)
@@ -81,7 +81,7 @@ def btf_load(blob: bytes, log: ctypes.Array[ctypes.c_char] | None = None, log_le
         attr.btf_log_buf = ctypes.addressof(log)
         attr.btf_log_size = len(log)
         attr.btf_log_level = log_level
-    return bpf_fd(T.Cmd.BTF_LOAD, attr, "BTF")
+    return bpf_fd(T.BPF_BTF_LOAD, attr, "BTF")
 
 
 def object_ids(cmd: int) -> Iterator[int]:

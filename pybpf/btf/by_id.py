@@ -16,15 +16,15 @@ __all__ = ["btf_blob_by_id", "btf_by_id"]
 
 def btf_blob_by_id(btf_id: int) -> tuple[bytes, bool]:
     """The raw blob of the kernel's BTF object `btf_id`, and whether it is kernel (vmlinux or module) BTF."""
-    with bpf_fd(T.Cmd.BTF_GET_FD_BY_ID, T.GetIdAttr(btf_id=btf_id), f"BTF id {btf_id}") as fd:
+    with bpf_fd(T.BPF_BTF_GET_FD_BY_ID, T.GetIdAttr(btf_id=btf_id), f"BTF id {btf_id}") as fd:
         info = T.BtfInfo()
         attr = T.InfoByFdAttr(bpf_fd=int(fd), info_len=ctypes.sizeof(info), info=ctypes.addressof(info))
-        bpf(T.Cmd.OBJ_GET_INFO_BY_FD, attr, "BTF info")
+        bpf(T.BPF_OBJ_GET_INFO_BY_FD, attr, "BTF info")
         size, kernel = info.btf_size, bool(info.kernel_btf)
         buf = ctypes.create_string_buffer(size)
         info = T.BtfInfo(btf=ctypes.addressof(buf), btf_size=size)
         attr = T.InfoByFdAttr(bpf_fd=int(fd), info_len=ctypes.sizeof(info), info=ctypes.addressof(info))
-        bpf(T.Cmd.OBJ_GET_INFO_BY_FD, attr, "BTF data")
+        bpf(T.BPF_OBJ_GET_INFO_BY_FD, attr, "BTF data")
     return buf.raw[:size], kernel
 
 

@@ -20,7 +20,7 @@ from pybpf.errors import BPFError
 # ---- kernel object walking ------------------------------------------------------------------------------
 
 
-def _kernel_objects(next_id: T.Cmd, open_id: Callable[[int], Any]) -> Iterator[Any]:
+def _kernel_objects(next_id: int, open_id: Callable[[int], Any]) -> Iterator[Any]:
     """Every kernel object that `next_id` (PROG/MAP_GET_NEXT_ID) lists, opened by id with `open_id` (the
     caller closes them); objects gone between listing and opening are skipped."""
     for obj_id in object_ids(next_id):
@@ -74,7 +74,7 @@ def _prog_record(prog: Any) -> dict[str, Any]:
 def _programs() -> Iterator[dict[str, Any]]:
     from pybpf.program import Program
 
-    for prog in _kernel_objects(T.Cmd.PROG_GET_NEXT_ID, Program.from_id):
+    for prog in _kernel_objects(T.BPF_PROG_GET_NEXT_ID, Program.from_id):
         with prog:
             yield _prog_record(prog)
 
@@ -122,7 +122,7 @@ def _annotate(insns: Any, fd: FD) -> None:
     """Put function names and source lines (from the program's BTF func/line info) on the instructions."""
     info = T.ProgInfo()
     attr = T.InfoByFdAttr(bpf_fd=int(fd), info_len=ctypes.sizeof(info), info=ctypes.addressof(info))
-    bpf(T.Cmd.OBJ_GET_INFO_BY_FD, attr, "program info")
+    bpf(T.BPF_OBJ_GET_INFO_BY_FD, attr, "program info")
     if not info.btf_id or not (info.nr_line_info or info.nr_func_info):
         return
     n_lines, line_size, n_funcs, func_size = (info.nr_line_info, info.line_info_rec_size, info.nr_func_info,
@@ -132,7 +132,7 @@ def _annotate(insns: Any, fd: FD) -> None:
     info = T.ProgInfo(nr_line_info=n_lines, line_info_rec_size=line_size, line_info=ctypes.addressof(lines),
                       nr_func_info=n_funcs, func_info_rec_size=func_size, func_info=ctypes.addressof(funcs))
     attr = T.InfoByFdAttr(bpf_fd=int(fd), info_len=ctypes.sizeof(info), info=ctypes.addressof(info))
-    bpf(T.Cmd.OBJ_GET_INFO_BY_FD, attr, "program line info")
+    bpf(T.BPF_OBJ_GET_INFO_BY_FD, attr, "program line info")
     from pybpf.btf import btf_by_id
 
     spec = btf_by_id(info.btf_id)
@@ -231,7 +231,7 @@ def _open_map(ref: str) -> Any:
         return Map.from_id(int(ref))
     if "/" in ref:
         return Map.from_pin(ref)
-    for m in _kernel_objects(T.Cmd.MAP_GET_NEXT_ID, Map.from_id):
+    for m in _kernel_objects(T.BPF_MAP_GET_NEXT_ID, Map.from_id):
         if m.info().name == ref:
             return m
         m.close()
@@ -267,7 +267,7 @@ def map_list(as_json: bool) -> None:
 
     records = []
     try:
-        for m in _kernel_objects(T.Cmd.MAP_GET_NEXT_ID, Map.from_id):
+        for m in _kernel_objects(T.BPF_MAP_GET_NEXT_ID, Map.from_id):
             with m:
                 records.append(_map_record(m))
     except BPFError as exc:

@@ -84,14 +84,14 @@ def load_program(
     if name:
         ctypes.memmove(attr.prog_name, name, min(len(name), T.BPF_OBJ_NAME_LEN - 1))
     if not log:
-        ret = bpf_errno(T.Cmd.PROG_LOAD, attr)
+        ret = bpf_errno(T.BPF_PROG_LOAD, attr)
         return (FD(ret), 0, "") if ret >= 0 else (None, -ret, "")
     with _log_lock:
         _log_buf[0] = b"\0"
         attr.log_level = 1
         attr.log_size = _LOG_SIZE
         attr.log_buf = ctypes.addressof(_log_buf)
-        ret = bpf_errno(T.Cmd.PROG_LOAD, attr)
+        ret = bpf_errno(T.BPF_PROG_LOAD, attr)
         text = _log_buf.value.decode("utf-8", "replace")
     return (FD(ret), 0, text) if ret >= 0 else (None, -ret, text)
 
@@ -135,7 +135,7 @@ def create_map(
     )
     if name:
         ctypes.memmove(attr.map_name, name, min(len(name), T.BPF_OBJ_NAME_LEN - 1))
-    ret = bpf_errno(T.Cmd.MAP_CREATE, attr)
+    ret = bpf_errno(T.BPF_MAP_CREATE, attr)
     return (FD(ret), 0) if ret >= 0 else (None, -ret)
 
 

@@ -65,7 +65,7 @@ def load_btf(blob: bytes) -> tuple[FD | None, int]:
     """BPF_BTF_LOAD without a log: (fd or None, errno)."""
     data = ctypes.create_string_buffer(blob, len(blob))
     attr = T.BtfLoadAttr(btf=ctypes.addressof(data), btf_size=len(blob))
-    ret = bpf_errno(T.Cmd.BTF_LOAD, attr)
+    ret = bpf_errno(T.BPF_BTF_LOAD, attr)
     return (FD(ret), 0) if ret >= 0 else (None, -ret)
 
 

@@ -131,7 +131,7 @@ def _mmapable_maps() -> ProbeResult:
 
 
 def _enable_stats() -> ProbeResult:
-    ret = bpf_errno(T.Cmd.ENABLE_STATS, T.EnableStatsAttr(type=int(T.StatsType.RUN_TIME)))
+    ret = bpf_errno(T.BPF_ENABLE_STATS, T.EnableStatsAttr(type=int(T.StatsType.RUN_TIME)))
     if ret >= 0:
         os.close(ret)  # statistics stay on only while the fd is open
         return ProbeResult(True)
@@ -180,7 +180,7 @@ def _link_probe(
         with fd:
             attr = T.LinkCreateAttr(prog_fd=int(fd), target_fd=target, attach_type=int(attach_type))
             keep = setup(attr) if setup is not None else None
-            ret = bpf_errno(T.Cmd.LINK_CREATE, attr)
+            ret = bpf_errno(T.BPF_LINK_CREATE, attr)
             del keep
         if ret >= 0:  # should not happen; detach at once
             os.close(ret)
@@ -224,7 +224,7 @@ def _xdp_setup(attr: T.LinkCreateAttr) -> object:
 
 def _link_create() -> ProbeResult:
     # Invalid prog fd: a kernel with BPF_LINK_CREATE looks it up (EBADF); older ones reject the command.
-    ret = bpf_errno(T.Cmd.LINK_CREATE, T.LinkCreateAttr(prog_fd=_BAD_FD, target_fd=_BAD_FD,
+    ret = bpf_errno(T.BPF_LINK_CREATE, T.LinkCreateAttr(prog_fd=_BAD_FD, target_fd=_BAD_FD,
                                                         attach_type=int(T.AttachType.CGROUP_INET_INGRESS)))
     if ret >= 0:
         os.close(ret)

@@ -172,7 +172,7 @@ class _HelperProber:
             attr.log_level, attr.log_size, attr.log_buf = 1, len(self.log), ctypes.addressof(self.log)
         else:
             attr.log_level, attr.log_size, attr.log_buf = 0, 0, 0
-        ret = bpf_errno(T.Cmd.PROG_LOAD, attr)
+        ret = bpf_errno(T.BPF_PROG_LOAD, attr)
         if ret >= 0:
             os.close(ret)
             return 0

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from pybpf.program import Program
 
-__all__ = ["attach", "attach_all", "auto_attachable", "hook_of"]
+__all__ = ["attach", "attach_all", "auto_attachable", "hook_of", "section_split"]
 
 if TYPE_CHECKING:
     _Args = tuple[Any, ...]
@@ -254,32 +254,35 @@ _BY_PREFIX: dict[str, _Hook] = {
 
 # Programs without a section: by program type.
 _BY_TYPE: dict[int, tuple[_Hook, str]] = {
-    T.ProgType.TRACEPOINT: (_TRACEPOINT, "tracepoint"),
-    T.ProgType.RAW_TRACEPOINT: (_RAW_TP, "raw_tp"),
-    T.ProgType.RAW_TRACEPOINT_WRITABLE: (_RAW_TP, "raw_tp.w"),
-    T.ProgType.TRACING: (_TRACING, "tracing"),
-    T.ProgType.LSM: (_TRACING, "lsm"),
-    T.ProgType.EXT: (_FREPLACE, "freplace"),
-    T.ProgType.KPROBE: (_KPROBE, "kprobe"),
-    T.ProgType.PERF_EVENT: (_PERF_EVENT, "perf_event"),
-    T.ProgType.XDP: (_XDP, "xdp"),
-    T.ProgType.SCHED_CLS: (_TC, "tc"),
-    T.ProgType.SOCKET_FILTER: (_SOCKET, "socket"),
-    T.ProgType.SK_LOOKUP: (_NETNS, "sk_lookup"),
-    T.ProgType.FLOW_DISSECTOR: (_NETNS, "flow_dissector"),
-    T.ProgType.SK_SKB: (_SOCKMAP, "sk_skb"),
-    T.ProgType.SK_MSG: (_SOCKMAP, "sk_msg"),
-    T.ProgType.CGROUP_SKB: (_CGROUP, "cgroup_skb"),
-    T.ProgType.CGROUP_SOCK: (_CGROUP, "cgroup"),
-    T.ProgType.CGROUP_SOCK_ADDR: (_CGROUP, "cgroup"),
-    T.ProgType.CGROUP_SOCKOPT: (_CGROUP, "cgroup"),
-    T.ProgType.CGROUP_SYSCTL: (_CGROUP, "cgroup"),
-    T.ProgType.CGROUP_DEVICE: (_CGROUP, "cgroup"),
-    T.ProgType.SOCK_OPS: (_CGROUP, "sockops"),
+    T.BPF_PROG_TYPE_TRACEPOINT: (_TRACEPOINT, "tracepoint"),
+    T.BPF_PROG_TYPE_RAW_TRACEPOINT: (_RAW_TP, "raw_tp"),
+    T.BPF_PROG_TYPE_RAW_TRACEPOINT_WRITABLE: (_RAW_TP, "raw_tp.w"),
+    T.BPF_PROG_TYPE_TRACING: (_TRACING, "tracing"),
+    T.BPF_PROG_TYPE_LSM: (_TRACING, "lsm"),
+    T.BPF_PROG_TYPE_EXT: (_FREPLACE, "freplace"),
+    T.BPF_PROG_TYPE_KPROBE: (_KPROBE, "kprobe"),
+    T.BPF_PROG_TYPE_PERF_EVENT: (_PERF_EVENT, "perf_event"),
+    T.BPF_PROG_TYPE_XDP: (_XDP, "xdp"),
+    T.BPF_PROG_TYPE_SCHED_CLS: (_TC, "tc"),
+    T.BPF_PROG_TYPE_SOCKET_FILTER: (_SOCKET, "socket"),
+    T.BPF_PROG_TYPE_SK_LOOKUP: (_NETNS, "sk_lookup"),
+    T.BPF_PROG_TYPE_FLOW_DISSECTOR: (_NETNS, "flow_dissector"),
+    T.BPF_PROG_TYPE_SK_SKB: (_SOCKMAP, "sk_skb"),
+    T.BPF_PROG_TYPE_SK_MSG: (_SOCKMAP, "sk_msg"),
+    T.BPF_PROG_TYPE_CGROUP_SKB: (_CGROUP, "cgroup_skb"),
+    T.BPF_PROG_TYPE_CGROUP_SOCK: (_CGROUP, "cgroup"),
+    T.BPF_PROG_TYPE_CGROUP_SOCK_ADDR: (_CGROUP, "cgroup"),
+    T.BPF_PROG_TYPE_CGROUP_SOCKOPT: (_CGROUP, "cgroup"),
+    T.BPF_PROG_TYPE_CGROUP_SYSCTL: (_CGROUP, "cgroup"),
+    T.BPF_PROG_TYPE_CGROUP_DEVICE: (_CGROUP, "cgroup"),
+    T.BPF_PROG_TYPE_SOCK_OPS: (_CGROUP, "sockops"),
 }
 
 
-def _prefix_and_target(section: str) -> tuple[str, str] | None:
+def section_split(section: str) -> tuple[str, str] | None:
+    """(section-definition prefix, target) of a section name, e.g. ("kretprobe", "do_unlinkat"); None when
+    no definition matches. Loaders keep it in `Program.section_split` (a cached plan too), so that
+    attaching does not need the section table."""
     from pybpf.elf.sections import attach_target, find_section_def
 
     sec_def = find_section_def(section)
@@ -300,7 +303,7 @@ def hook_of(program: Program) -> tuple[str, str, str]:
 def _lookup(program: Program) -> tuple[_Hook, str, str]:
     section = program.section
     if section:
-        found = _prefix_and_target(section)
+        found = program.section_split or section_split(section)
         if found is not None:
             pfx, target = found
             hook = _BY_PREFIX.get(pfx)
@@ -310,17 +313,18 @@ def _lookup(program: Program) -> tuple[_Hook, str, str]:
                 return hook, pfx, target
             raise BPFError(f"program {program.name!r} (section {section!r}) is not attached through a link: "
                            f"{_unattachable_reason(pfx)}", _errno.EINVAL)
-    by_type = _BY_TYPE.get(int(program.type))
+    by_type = _BY_TYPE.get(program.prog_type)
     if by_type is None:
         kind = getattr(program.type, "name", str(program.type)).lower()
         raise BPFError(f"program {program.name!r} ({kind}, section {section!r}) has no known hook to attach to",
                        _errno.EINVAL)
     hook, pfx = by_type
-    if program.type == T.ProgType.TRACING and program.attach_type == T.AttachType.TRACE_ITER:
+    kind, attach_type = program.prog_type, program.expected_attach_type
+    if kind == T.BPF_PROG_TYPE_TRACING and attach_type == T.BPF_TRACE_ITER:
         hook, pfx = _ITER, "iter"
-    elif program.type == T.ProgType.KPROBE and program.attach_type == T.AttachType.TRACE_KPROBE_MULTI:
+    elif kind == T.BPF_PROG_TYPE_KPROBE and attach_type == T.BPF_TRACE_KPROBE_MULTI:
         hook, pfx = _KPROBE_MULTI, "kprobe.multi"
-    elif program.type == T.ProgType.KPROBE and program.attach_type == T.AttachType.TRACE_UPROBE_MULTI:
+    elif kind == T.BPF_PROG_TYPE_KPROBE and attach_type == T.BPF_TRACE_UPROBE_MULTI:
         hook, pfx = _UPROBE_MULTI, "uprobe.multi"
     return hook, pfx, ""
 

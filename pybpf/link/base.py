@@ -12,8 +12,8 @@ import atexit
 import ctypes
 import errno
 import os
-import weakref
 from _thread import allocate_lock
+from _weakref import ref as _weak_ref  # weakref.ref itself; `import weakref` costs ~1 ms of start-up
 
 from pybpf._sys import types as T
 from pybpf._sys.fd import FD
@@ -68,7 +68,7 @@ class Link:
         self._pinned: str | None = None
         self._lock = allocate_lock()
         self._detached = False
-        _registry.add(self)
+        _register(self)
 
     # ---- lifecycle ----------------------------------------------------------------------------------
 
@@ -83,7 +83,7 @@ class Link:
             if self._detached:
                 return
             self._detached = True
-        _registry.discard(self)
+        _registry.pop(id(self), None)
         errors: list[BaseException] = []
         if self.fd is not None:
             try:
@@ -149,7 +149,7 @@ class Link:
 
     @classmethod
     def from_id(cls, link_id: int) -> Link:
-        fd = bpf_fd(T.Cmd.LINK_GET_FD_BY_ID, T.GetIdAttr(link_id=link_id), f"link id {link_id}")
+        fd = bpf_fd(T.BPF_LINK_GET_FD_BY_ID, T.GetIdAttr(link_id=link_id), f"link id {link_id}")
         return cls(None, "link", f"id {link_id}", fd=fd)
 
     def update(self, program: Program, old: Program | None = None) -> None:
@@ -159,14 +159,14 @@ class Link:
         if old is not None:
             attr.old_prog_fd = int(old.fd)
             attr.flags = T.BPF_F_REPLACE
-        bpf(T.Cmd.LINK_UPDATE, attr, f"{self.kind} link")
+        bpf(T.BPF_LINK_UPDATE, attr, f"{self.kind} link")
         self.program = program
 
     def info(self) -> LinkInfo:
         fd = self._link_fd("info")
         raw = T.LinkInfo()
         attr = T.InfoByFdAttr(bpf_fd=int(fd), info_len=ctypes.sizeof(raw), info=ctypes.addressof(raw))
-        bpf(T.Cmd.OBJ_GET_INFO_BY_FD, attr, "link info")
+        bpf(T.BPF_OBJ_GET_INFO_BY_FD, attr, "link info")
         try:
             kind: T.LinkType | int = T.LinkType(raw.type)
         except ValueError:
@@ -176,20 +176,26 @@ class Link:
     def detach_kernel(self) -> None:
         """BPF_LINK_DETACH: force the kernel to detach while the fd (and pins) stay valid."""
         fd = self._link_fd("detach")
-        bpf(T.Cmd.LINK_DETACH, T.LinkDetachAttr(link_fd=int(fd)), f"{self.kind} link")
+        bpf(T.BPF_LINK_DETACH, T.LinkDetachAttr(link_fd=int(fd)), f"{self.kind} link")
 
 
-_registry: weakref.WeakSet[Link] = weakref.WeakSet()
+# Live links by id, held weakly: a link nobody references is released by its fds' finalizers.
+_registry: dict[int, Callable[[], Link | None]] = {}
+
+
+def _register(link: Link) -> None:
+    key = id(link)
+    _registry[key] = _weak_ref(link, lambda _: _registry.pop(key, None))
 
 
 def live_links() -> list[Link]:
     """The links this process holds and has not released."""
-    return list(_registry)
+    return [link for link in (r() for r in list(_registry.values())) if link is not None]
 
 
 def kernel_links() -> Iterator[LinkInfo]:
     """Every BPF link in the kernel, any process's (BPF_LINK_GET_NEXT_ID); links freed meanwhile are skipped."""
-    for link_id in object_ids(T.Cmd.LINK_GET_NEXT_ID):
+    for link_id in object_ids(T.BPF_LINK_GET_NEXT_ID):
         try:
             link = Link.from_id(link_id)
         except BPFError as exc:
@@ -287,8 +293,9 @@ def resolve_attach_type(
     if attach_type is None:
         own = program.attach_type
         if own is not None:
-            if own not in allowed:
-                raise BPFError(f"program {program.name!r} ({kind}) was loaded to attach as {own.name.lower()}, which "
+            if not isinstance(own, T.AttachType) or own not in allowed:
+                own_name = getattr(own, "name", f"attach type {own}").lower()
+                raise BPFError(f"program {program.name!r} ({kind}) was loaded to attach as {own_name}, which "
                                f"{hook} does not have; {kind} programs attach to it as {names} (pass attach_type=)",
                                errno.EINVAL)
             return own
@@ -349,7 +356,7 @@ def prog_attach(
     kept_target = FD(os.dup(int(target)))
     prog = program.fd.dup()
 
-    def call(cmd: T.Cmd, attach_flags: int) -> int:
+    def call(cmd: int, attach_flags: int) -> int:
         attr = T.ProgAttachAttr(target_fd=int(kept_target) if send_target else 0, attach_bpf_fd=int(prog),
                                 attach_type=int(attach_type), attach_flags=attach_flags)
         if ctx is None:
@@ -358,7 +365,7 @@ def prog_attach(
             return bpf_errno(cmd, attr)
 
     try:
-        ret = call(T.Cmd.PROG_ATTACH, flags)
+        ret = call(T.BPF_PROG_ATTACH, flags)
         if ret < 0:
             raise attach_error(what, where, -ret, "BPF_PROG_ATTACH", hints)
     except BaseException:
@@ -368,7 +375,7 @@ def prog_attach(
 
     def detach() -> None:
         try:
-            ret = call(T.Cmd.PROG_DETACH, 0)
+            ret = call(T.BPF_PROG_DETACH, 0)
             if ret < 0 and -ret != errno.ENOENT:  # ENOENT: already detached by someone else
                 raise BPFError(f"detaching {what} from {where} failed", -ret, "BPF_PROG_DETACH")
         finally:

@@ -130,7 +130,7 @@ def attach_cgroup(
             legacy = True
         if use_link("cgroup_link", legacy, f"cannot attach {program.name!r}; use legacy=True (BPF_PROG_ATTACH)"):
             attr = T.LinkCreateAttr(prog_fd=int(program.fd), target_fd=int(cg_fd), attach_type=int(kind))
-            ret = bpf_errno(T.Cmd.LINK_CREATE, attr)
+            ret = bpf_errno(T.BPF_LINK_CREATE, attr)
             if ret < 0:
                 raise attach_error(f"{program.name!r}", f"cgroup {where}", -ret, "BPF_LINK_CREATE", _HINTS)
             return CgroupLink(program, where, cgroup=cg_name, attach_type=kind, fd=FD(ret))

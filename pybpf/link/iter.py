@@ -38,7 +38,7 @@ class IterLink(Link):
     def open(self) -> io.FileIO:
         """A new iterator file (BPF_ITER_CREATE), positioned at the start; the caller closes it."""
         fd = self._link_fd("iterate")
-        new = bpf_fd(T.Cmd.ITER_CREATE, T.IterCreateAttr(link_fd=int(fd)), f"iterator {self.target}")
+        new = bpf_fd(T.BPF_ITER_CREATE, T.IterCreateAttr(link_fd=int(fd)), f"iterator {self.target}")
         return io.FileIO(new.detach(), "rb", closefd=True)
 
     def _chunks(self) -> Iterator[bytes]:
@@ -116,7 +116,7 @@ def attach_iter(
         attr.iter_info = ctypes.addressof(info)
         attr.iter_info_len = ctypes.sizeof(info)
     try:
-        ret = bpf_errno(T.Cmd.LINK_CREATE, attr)
+        ret = bpf_errno(T.BPF_LINK_CREATE, attr)
     finally:
         if cg_fd is not None:
             cg_fd.close()

@@ -273,7 +273,7 @@ def attach_kprobe_multi(
         cks = (ctypes.c_uint64 * count)(*cookies)
         keep.append(cks)
         attr.kprobe_multi.cookies = ctypes.addressof(cks)
-    ret = bpf_errno(T.Cmd.LINK_CREATE, attr)
+    ret = bpf_errno(T.BPF_LINK_CREATE, attr)
     del keep
     target = pattern if pattern is not None else (f"{count} functions" if count > 1 else (names or ["?"])[0])
     if ret >= 0:

@@ -9,9 +9,9 @@ according to the ``LINUX_HAS_SYSCALL_WRAPPER`` kconfig extern: `has_syscall_wrap
 
 from __future__ import annotations
 
-import functools
 import os
 
+from pybpf._lazy import cache
 from pybpf.link.base import Link
 from pybpf.link.kprobe import attach_kprobe
 
@@ -45,7 +45,7 @@ def _arch_prefix() -> str:
     return _ARCH_PREFIX.get(os.uname().machine, "")
 
 
-@functools.cache
+@cache
 def syscall_prefix() -> str:
     """"__x64_sys_" on wrapped x86_64 kernels, "sys_" where syscalls are not wrapped."""
     arch = _arch_prefix()

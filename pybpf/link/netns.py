@@ -40,7 +40,7 @@ def attach_netns(program: Program, netns: NetnsLike | None = None) -> Link:
     where = f"network namespace {netns if netns is not None else '(current)'}"
     with open_netns(netns) as ns_fd:
         attr = T.LinkCreateAttr(prog_fd=int(program.fd), target_fd=int(ns_fd), attach_type=int(kind))
-        ret = bpf_errno(T.Cmd.LINK_CREATE, attr)
+        ret = bpf_errno(T.BPF_LINK_CREATE, attr)
         if ret >= 0:
             return Link(program, hook, where, fd=FD(ret))
         err = -ret

@@ -9,9 +9,9 @@ enabled. A BPF link can be pinned and queried; the ioctl form lives exactly as l
 from __future__ import annotations
 
 import errno as _errno
-import functools
 import os
 
+from pybpf._lazy import cache
 from pybpf._sys import types as T
 from pybpf._sys.cpus import online_cpu_list
 from pybpf._sys.fd import FD
@@ -40,7 +40,7 @@ _perf_link: bool | None = None
 _PMU_DIR = "/sys/bus/event_source/devices"
 
 
-@functools.cache
+@cache
 def pmu_info(name: str) -> tuple[int, dict[str, int]] | None:
     """The perf PMU `name` ("kprobe", "uprobe", ...) as sysfs describes it: its perf type, and the first
     bit within ``attr.config`` of each of its format fields (``format/retprobe`` "config:0" -> 0,
@@ -111,9 +111,9 @@ def attach_to_perf_event(program: Program, pfd: FD, *, cookie: int = 0, what: st
     target = what or "perf event"
     link_fd: FD | None = None
     if _perf_link is not False:
-        attr = T.LinkCreateAttr(prog_fd=int(program.fd), target_fd=int(pfd), attach_type=int(T.AttachType.PERF_EVENT))
+        attr = T.LinkCreateAttr(prog_fd=int(program.fd), target_fd=int(pfd), attach_type=T.BPF_PERF_EVENT)
         attr.perf_event.bpf_cookie = cookie
-        ret = bpf_errno(T.Cmd.LINK_CREATE, attr)
+        ret = bpf_errno(T.BPF_LINK_CREATE, attr)
         if ret >= 0:
             link_fd = FD(ret)
             _perf_link = True

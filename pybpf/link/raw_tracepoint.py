@@ -30,7 +30,7 @@ def raw_tracepoint_open(program: Program, name: str | None, *, cookie: int = 0, 
     buf = ctypes.create_string_buffer(name.encode()) if name is not None else None
     attr = T.RawTracepointOpenAttr(name=ctypes.addressof(buf) if buf is not None else 0, prog_fd=int(program.fd))
     attr.cookie = cookie
-    ret = bpf_errno(T.Cmd.RAW_TRACEPOINT_OPEN, attr)
+    ret = bpf_errno(T.BPF_RAW_TRACEPOINT_OPEN, attr)
     if ret >= 0:
         return FD(ret)
     err = -ret

@@ -59,7 +59,7 @@ def attach_sockmap(
     where = f"{getattr(map, 'name', '') or 'map fd ' + str(int(map_fd))} ({kind.name.lower()})"
     if use_link("sockmap_link", legacy, "use legacy=True (BPF_PROG_ATTACH)"):
         attr = T.LinkCreateAttr(prog_fd=int(program.fd), target_fd=int(map_fd), attach_type=int(kind))
-        ret = bpf_errno(T.Cmd.LINK_CREATE, attr)
+        ret = bpf_errno(T.BPF_LINK_CREATE, attr)
         if ret < 0:
             raise attach_error(f"{program.name!r}", where, -ret, "BPF_LINK_CREATE", _HINTS)
         return Link(program, "sockmap", where, fd=FD(ret))

@@ -111,7 +111,7 @@ def attach_tc(
             return _attach_clsact(program, ifindex, ifname, direction, where, priority, handle)
         attr = T.LinkCreateAttr(prog_fd=int(program.fd), target_ifindex=ifindex,
                                 attach_type=int(_DIRECTIONS[direction]))
-        ret = bpf_errno(T.Cmd.LINK_CREATE, attr)
+        ret = bpf_errno(T.BPF_LINK_CREATE, attr)
         if ret < 0:
             hints = {_errno.ENODEV: "no such interface",
                      _errno.EINVAL: "is it a SEC(\"tc\")/SEC(\"tcx/...\") program?"}

@@ -7,9 +7,9 @@ id (tracefs ``events/<category>/<name>/id``); see `perf_event.attach_to_perf_eve
 from __future__ import annotations
 
 import errno as _errno
-import functools
 import os
 
+from pybpf._lazy import cache
 from pybpf._sys import types as T
 from pybpf._sys.mounts import ensure_tracefs
 from pybpf._sys.syscall import perf_event_open
@@ -28,7 +28,7 @@ __all__ = ["attach_tracepoint", "attach_tracepoint_id", "open_tracepoint", "spli
            "tracepoint_id"]
 
 
-@functools.cache
+@cache
 def tracefs() -> str:
     """The tracefs directory (mounted on first use when missing)."""
     return ensure_tracefs()
@@ -65,7 +65,7 @@ def attach_tracepoint(program: Program, category: str, name: str | None = None, 
     ``bpf_get_attach_cookie()`` returns in the program (Linux 5.15+)."""
     category, name = split_tracepoint(category, name)
     target = f"{category}/{name}"
-    if program.type not in (T.ProgType.TRACEPOINT, T.ProgType.PERF_EVENT, T.ProgType.KPROBE):
+    if program.prog_type not in (T.BPF_PROG_TYPE_TRACEPOINT, T.BPF_PROG_TYPE_PERF_EVENT, T.BPF_PROG_TYPE_KPROBE):
         raise BPFError(
             f"program {program.name!r} is a {getattr(program.type, 'name', program.type)!s} program; tracepoint "
             f"{target} takes SEC(\"tracepoint/...\") programs (raw_tp/ and tp_btf/ ones attach by name)",
@@ -78,7 +78,7 @@ def open_tracepoint(tp_id: int, pid: int = -1, cpu: int = 0, *, what: str = "") 
     """Open the perf event of the tracepoint (or trace event) with perf id `tp_id`, for `pid` on `cpu`
     (default: every process, its programs running on whichever CPU the event fires). `what` names it in
     the BPFError raised on failure."""
-    attr = T.PerfEventAttr(type=int(T.PerfType.TRACEPOINT), config=tp_id)
+    attr = T.PerfEventAttr(type=T.PERF_TYPE_TRACEPOINT, config=tp_id)
     attr.sample_period = 1
     attr.wakeup_events = 1
     try:

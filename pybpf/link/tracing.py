@@ -143,14 +143,14 @@ def find_kernel_btf_target(target: str, attach_type: T.AttachType | int) -> BtfT
 def kernel_btf_fd(module: str) -> FD:
     """An fd of the kernel BTF object named `module` ("vmlinux" or a module name)."""
     name_buf = ctypes.create_string_buffer(64)
-    for btf_id in object_ids(T.Cmd.BTF_GET_NEXT_ID):
-        ret = bpf_errno(T.Cmd.BTF_GET_FD_BY_ID, T.GetIdAttr(btf_id=btf_id))
+    for btf_id in object_ids(T.BPF_BTF_GET_NEXT_ID):
+        ret = bpf_errno(T.BPF_BTF_GET_FD_BY_ID, T.GetIdAttr(btf_id=btf_id))
         if ret < 0:
             continue  # freed meanwhile
         fd = FD(ret)
         info = T.BtfInfo(name=ctypes.addressof(name_buf), name_len=ctypes.sizeof(name_buf))
         iattr = T.InfoByFdAttr(bpf_fd=int(fd), info_len=ctypes.sizeof(info), info=ctypes.addressof(info))
-        if bpf_errno(T.Cmd.OBJ_GET_INFO_BY_FD, iattr) >= 0 and info.kernel_btf and name_buf.value.decode() == module:
+        if bpf_errno(T.BPF_OBJ_GET_INFO_BY_FD, iattr) >= 0 and info.kernel_btf and name_buf.value.decode() == module:
             return fd
         fd.close()
     raise BPFError(f"no kernel BTF object named {module!r} (BPF_BTF_GET_NEXT_ID)", _errno.ENOENT,
@@ -163,7 +163,7 @@ def program_btf_func_id(program: Program | FD | int, function: str) -> int:
 
     prog_fd = int(program.fd) if not isinstance(program, FD | int) else int(program)
     info = T.ProgInfo()
-    bpf(T.Cmd.OBJ_GET_INFO_BY_FD,
+    bpf(T.BPF_OBJ_GET_INFO_BY_FD,
         T.InfoByFdAttr(bpf_fd=prog_fd, info_len=ctypes.sizeof(info), info=ctypes.addressof(info)), "program info")
     if not info.btf_id:
         raise BPFError(f"the freplace target program (id {info.id}) has no BTF: it must be loaded with BTF",
@@ -232,7 +232,7 @@ def attach_tracing(program: Program, *, cookie: int = 0) -> Link:
         # Only BPF_LINK_CREATE carries a cookie for trampoline programs (6.5+).
         attr = T.LinkCreateAttr(prog_fd=int(program.fd), attach_type=int(attach_type))
         attr.tracing.cookie = cookie
-        ret = bpf_errno(T.Cmd.LINK_CREATE, attr)
+        ret = bpf_errno(T.BPF_LINK_CREATE, attr)
         if ret < 0:
             if -ret in (_errno.EINVAL, _errno.E2BIG):
                 raise NotSupportedError(f"BPF cookies on {kind} programs", "6.5", -ret)
@@ -262,7 +262,7 @@ def attach_lsm_cgroup(program: Program, cgroup: str | os.PathLike[str] | int) ->
     cg_fd, where = open_cgroup(cgroup)
     with cg_fd:
         attr = T.LinkCreateAttr(prog_fd=int(program.fd), target_fd=int(cg_fd), attach_type=int(_A.LSM_CGROUP))
-        ret = bpf_errno(T.Cmd.LINK_CREATE, attr)
+        ret = bpf_errno(T.BPF_LINK_CREATE, attr)
     target = f"{_target_name(program)} on " + (where if isinstance(cgroup, int) else f"cgroup {where}")
     if ret < 0:
         if -ret == _errno.EINVAL:
@@ -287,7 +287,7 @@ def attach_freplace(program: Program, target: Program | None = None, function: s
     btf_id = program_btf_func_id(target, func)
     attr = T.LinkCreateAttr(prog_fd=int(program.fd), target_fd=int(target.fd))
     attr.target_btf_id = btf_id
-    ret = bpf_errno(T.Cmd.LINK_CREATE, attr)
+    ret = bpf_errno(T.BPF_LINK_CREATE, attr)
     where = f"freplace/{func} in {target.name!r}"
     if ret < 0:
         _raise_tracing_error(program, -ret, where, "BPF_LINK_CREATE")

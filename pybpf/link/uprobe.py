@@ -386,7 +386,7 @@ def _attach_multi(program: Program, path: str, offsets: Sequence[int], cookies: 
         multi.cookies = ctypes.addressof(cookie_arr)
     if ref_arr is not None:
         multi.ref_ctr_offsets = ctypes.addressof(ref_arr)
-    ret = bpf_errno(T.Cmd.LINK_CREATE, attr)
+    ret = bpf_errno(T.BPF_LINK_CREATE, attr)
     if ret >= 0:
         return Link(program, kind, target, fd=FD(ret), undo=undo)
     err = -ret

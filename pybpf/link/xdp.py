@@ -96,7 +96,7 @@ def attach_xdp(
         if link:
             attr = T.LinkCreateAttr(prog_fd=int(program.fd), target_ifindex=ifindex,
                                     attach_type=int(T.AttachType.XDP), flags=mode_flags)
-            ret = bpf_errno(T.Cmd.LINK_CREATE, attr)
+            ret = bpf_errno(T.BPF_LINK_CREATE, attr)
             if ret < 0:
                 raise _attach_error(program, -ret, where, mode_flags, "BPF_LINK_CREATE")
             return XdpLink(program, where, ifindex=ifindex, ifname=ifname, mode=mode_name, fd=FD(ret))
