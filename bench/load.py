@@ -8,7 +8,8 @@ Process figures (spawn -> loaded, as a user sees it):
   pybpf warm    a fresh process with the cache (the object's load plan is replayed: pybpf.plan).
 In-process figures (the load work alone):
   libbpf open+load  bpf_object__open_file + bpf_object__load, timed inside the C loader;
-  pybpf import+load `import pybpf` + the first `pybpf.load()` of a warm process;
+  pybpf import+load `import pybpf` + the first `pybpf.load()` of a fresh process, cold (no cache) and
+                    warm (cache filled): the load time with the interpreter's own start-up left out;
   pybpf reload      `pybpf.load()` again in the same process after one load and close (module
                     imports in memory and the plan replayed, as in a long-running tool).
     python3 bench/load.py [--runs N]
@@ -102,18 +103,20 @@ def main() -> None:
         cold = [time_pybpf(obj, cold=True) for _ in range(args.runs)]
         warm = [time_pybpf(obj, cold=False) for _ in range(args.runs)]
         cold_ms, warm_ms = median([c[0] for c in cold]), median([w[0] for w in warm])
-        warm_in, reload = median([w[1] for w in warm]), median([w[2] for w in warm])
+        cold_in, warm_in, reload = median([c[1] for c in cold]), median([w[1] for w in warm]), median([w[2] for w in warm])
         rows.append([
             Path(src).name, f"{floor:.1f}", f"{lib:.1f}",
             f"{cold_ms:.1f}", f"{cold_ms / lib:.1f}×", f"{warm_ms:.1f}", f"{warm_ms / lib:.1f}×",
-            f"{lib_in:.1f}", f"{warm_in:.1f}", f"{reload:.1f}", f"{reload / lib_in:.1f}×",
+            f"{lib_in:.1f}", f"{cold_in:.1f}", f"{cold_in / lib_in:.1f}×", f"{warm_in:.1f}", f"{warm_in / lib_in:.1f}×",
+            f"{reload:.1f}", f"{reload / lib_in:.1f}×",
         ])
         print(f"{src}: python -c pass {floor:.1f} ms; libbpf {lib:.1f} ms (open+load {lib_in:.1f}); pybpf cold "
-              f"{cold_ms:.1f} ms, warm {warm_ms:.1f} ms (import+load {warm_in:.1f}, reload {reload:.1f})", flush=True)
+              f"{cold_ms:.1f} ms, warm {warm_ms:.1f} ms (import+load cold {cold_in:.1f}, warm {warm_in:.1f}; reload "
+              f"{reload:.1f})", flush=True)
     print()
     print(table(["object", "python3 -c pass (ms)", "libbpf C (ms)", "pybpf cold (ms)", "cold ratio",
-                 "pybpf warm (ms)", "warm ratio", "libbpf open+load (ms)", "pybpf import+load (ms)",
-                 "pybpf reload (ms)", "reload ratio"], rows))
+                 "pybpf warm (ms)", "warm ratio", "libbpf open+load (ms)", "pybpf import+load cold (ms)", "ratio",
+                 "pybpf import+load warm (ms)", "ratio", "pybpf reload (ms)", "reload ratio"], rows))
 
 
 if __name__ == "__main__":
