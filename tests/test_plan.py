@@ -75,9 +75,16 @@ def test_replayed_load_imports_no_object_reader(cache: Path, obj_copy: Callable[
         "c.programs['compute'].test_run()\n"
         "print(c.variables['counter'].value)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code, str(obj)], capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYBPF_CACHE": str(cache)}).stdout.splitlines()
+    out = _fresh_process(code, obj, cache)
     assert out == ["", "6"], out
+
+
+def _fresh_process(code: str, obj: Path, cache: Path) -> list[str]:
+    """The output lines of `code` run with argv[1] = obj in a new interpreter on the same cache. (-S: no
+    site-packages .pth hooks, which may import modules first that pybpf must not; this sandbox's does.)"""
+    root = Path(pybpf.__file__).resolve().parent.parent
+    return subprocess.run([sys.executable, "-S", "-c", code, str(obj)], capture_output=True, text=True, check=True,
+                          env={**os.environ, "PYBPF_CACHE": str(cache), "PYTHONPATH": str(root)}).stdout.splitlines()
 
 
 # What a replayed load and a tracepoint attach must not import: each costs milliseconds of a tool's start-up
@@ -102,10 +109,7 @@ def test_replayed_load_and_attach_import_nothing_heavy(cache: Path, obj_copy: Ca
         f"    print(','.join(sorted(m for m in new if m.startswith({_START_UP_HEAVY!r}))))\n"
         "    print(c.maps['tp_counts'].lookup(os.getpid()))\n"
     )
-    # -S: no site-packages .pth hooks, which may import some of these first (this sandbox's does).
-    root = Path(pybpf.__file__).resolve().parent.parent
-    out = subprocess.run([sys.executable, "-S", "-c", code, str(obj)], capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYBPF_CACHE": str(cache), "PYTHONPATH": str(root)}).stdout.splitlines()
+    out = _fresh_process(code, obj, cache)
     assert out == ["", "7"], out
 
 
