@@ -184,8 +184,12 @@ _registry: dict[int, Callable[[], Link | None]] = {}
 
 
 def _register(link: Link) -> None:
-    key = id(link)
-    _registry[key] = _weak_ref(link, lambda _: _registry.pop(key, None))
+    key, registry = id(link), _registry  # bound now: at interpreter exit this module's globals may be gone
+
+    def forget(_: object) -> None:
+        registry.pop(key, None)
+
+    registry[key] = _weak_ref(link, forget)
 
 
 def live_links() -> list[Link]:
