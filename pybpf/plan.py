@@ -314,7 +314,7 @@ def _program_plan(name: str, pspec: ProgramSpec | None, by_fd: dict[int, str]) -
         raise _NotPlannable(f"program {name} has no spec")
     if pspec.attach_btf_obj_fd is not None or pspec.attach_prog_fd is not None:
         raise _NotPlannable(f"program {name} is attached by fd")
-    from pybpf.link.auto import section_split
+    from pybpf.elf.sections import section_split
 
     insns = pspec.instructions if isinstance(pspec.instructions, bytes) else pspec.instructions.encode()
     return (name, int(pspec.type), int(pspec.attach_type) if pspec.attach_type is not None else None,

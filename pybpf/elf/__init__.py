@@ -12,7 +12,14 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pybpf.elf.collection import CollectionSpec, ExternSpec, Relocation, RelocKind, VariableSpec
     from pybpf.elf.reader import internal_map_name, object_name_from_path, read
-    from pybpf.elf.sections import SectionDef, SectionFlags, attach_target, find_section_def, section_defs
+    from pybpf.elf.sections import (
+        SectionDef,
+        SectionFlags,
+        attach_target,
+        find_section_def,
+        section_defs,
+        section_split,
+    )
 
 __all__ = [
     "CollectionSpec",
@@ -28,12 +35,14 @@ __all__ = [
     "object_name_from_path",
     "read",
     "section_defs",
+    "section_split",
 ]
 
 _MODULE_OF = {
     **dict.fromkeys(("CollectionSpec", "ExternSpec", "Relocation", "RelocKind", "VariableSpec"), ".collection"),
     **dict.fromkeys(("internal_map_name", "object_name_from_path", "read"), ".reader"),
-    **dict.fromkeys(("SectionDef", "SectionFlags", "attach_target", "find_section_def", "section_defs"), ".sections"),
+    **dict.fromkeys(("SectionDef", "SectionFlags", "attach_target", "find_section_def", "section_defs",
+                      "section_split"), ".sections"),
 }
 
 

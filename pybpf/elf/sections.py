@@ -18,7 +18,7 @@ import functools
 from pybpf._sys.record import record
 from pybpf._sys.types import AttachType, ProgType
 
-__all__ = ["SectionDef", "SectionFlags", "attach_target", "find_section_def", "section_defs"]
+__all__ = ["SectionDef", "SectionFlags", "attach_target", "find_section_def", "section_defs", "section_split"]
 
 
 class SectionFlags(enum.IntFlag):
@@ -197,3 +197,15 @@ def attach_target(section: str, sec_def: SectionDef | None = None) -> str:
     if pfx.endswith("/"):
         return name[len(pfx) :]
     return ""
+
+
+def section_split(section: str) -> tuple[str, str] | None:
+    """(definition prefix without ``+`` or a trailing ``/``, target) of a section name, e.g. ``"kretprobe/do_unlinkat"``
+    -> ``("kretprobe", "do_unlinkat")``; None when no definition matches. Loaders keep it in
+    `Program.section_split` (cached plans too), so that attaching does not need this table."""
+    sec_def = find_section_def(section)
+    if sec_def is None:
+        return None
+    pfx = sec_def.prefix.rstrip("+")
+    pfx = pfx[:-1] if pfx.endswith("/") else pfx
+    return pfx, attach_target(section, sec_def)

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from pybpf.program import Program
 
-__all__ = ["attach", "attach_all", "auto_attachable", "hook_of", "section_split"]
+__all__ = ["attach", "attach_all", "auto_attachable", "hook_of"]
 
 if TYPE_CHECKING:
     _Args = tuple[Any, ...]
@@ -279,20 +279,6 @@ _BY_TYPE: dict[int, tuple[_Hook, str]] = {
 }
 
 
-def section_split(section: str) -> tuple[str, str] | None:
-    """(section-definition prefix, target) of a section name, e.g. ("kretprobe", "do_unlinkat"); None when
-    no definition matches. Loaders keep it in `Program.section_split` (a cached plan too), so that
-    attaching does not need the section table."""
-    from pybpf.elf.sections import attach_target, find_section_def
-
-    sec_def = find_section_def(section)
-    if sec_def is None:
-        return None
-    pfx = sec_def.prefix.rstrip("+")
-    pfx = pfx[:-1] if pfx.endswith("/") else pfx
-    return pfx, attach_target(section, sec_def)
-
-
 def hook_of(program: Program) -> tuple[str, str, str]:
     """(hook, section prefix, section target) for a program, e.g. ("kprobe", "kretprobe", "do_unlinkat").
     Raises BPFError for programs that are not attached through a link (struct_ops, syscall, devmap...)."""
@@ -303,7 +289,11 @@ def hook_of(program: Program) -> tuple[str, str, str]:
 def _lookup(program: Program) -> tuple[_Hook, str, str]:
     section = program.section
     if section:
-        found = program.section_split or section_split(section)
+        found = program.section_split
+        if found is None:
+            from pybpf.elf.sections import section_split
+
+            found = section_split(section)
         if found is not None:
             pfx, target = found
             hook = _BY_PREFIX.get(pfx)
