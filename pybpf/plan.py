@@ -26,7 +26,7 @@ import os
 import struct
 
 from pybpf import __version__
-from pybpf._cache import boot_id, cache_root
+from pybpf._cache import boot_id, cache_root, write_atomically
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -248,20 +248,9 @@ def save(path: str, ident: tuple[Any, ...], coll: Collection) -> None:
         data = marshal.dumps(plan)
     except (_NotPlannable, OSError, ValueError, KeyError):
         return
-    tmp = f"{where}.{os.getpid()}.tmp"
     try:
-        os.makedirs(os.path.dirname(where), mode=0o700, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, data)
-        finally:
-            os.close(fd)
-        os.replace(tmp, where)
+        write_atomically(where, [data], mode=0o600, dir_mode=0o700)
     except OSError:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
         return
     _prune(os.path.dirname(where))
 

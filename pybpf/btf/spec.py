@@ -15,7 +15,7 @@ import sys
 from array import array
 from bisect import bisect_left
 
-from pybpf._cache import cache_root
+from pybpf._cache import boot_id, cache_root, write_atomically
 from pybpf.btf.types import (
     Array,
     Const,
@@ -621,27 +621,10 @@ class Spec:
         header = _INDEX_HEADER.pack(_INDEX_MAGIC, _INDEX_VERSION, len(self._offsets), len(self._named),
                                     self._named_sorted, len(self._funcs), self._funcs_sorted,
                                     len(arrays[3]) if len(arrays) > 3 else 0)
-        size = len(header) + 4 * sum(map(len, arrays))
-        tmp = f"{path}.tmp{os.getpid()}"
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
         try:
-            try:
-                fd = os.open(tmp, flags, 0o644)
-            except FileNotFoundError:
-                os.makedirs(os.path.dirname(tmp), exist_ok=True)
-                fd = os.open(tmp, flags, 0o644)
-            try:
-                written = os.writev(fd, [header, *arrays])
-            finally:
-                os.close(fd)
-            if written != size:
-                raise OSError("short write")
-            os.replace(tmp, path)
+            write_atomically(path, [header, *arrays])
         except OSError:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass  # a read-only home only costs speed
+            pass  # a read-only home only costs speed
 
 
 _VOID = Void()
@@ -655,8 +638,7 @@ def _cache_key(path: str, data: bytes | mmap.mmap) -> str:
     # vmlinux BTF cannot change without a reboot: the boot id and size name it without hashing 5 MB.
     if path == KERNEL_BTF:
         try:
-            with open("/proc/sys/kernel/random/boot_id") as f:
-                return f"vmlinux-{f.read().strip()}-{len(data)}"
+            return f"vmlinux-{boot_id()}-{len(data)}"
         except OSError:
             pass
     import hashlib  # only for non-vmlinux BTF (modules): hashlib's OpenSSL import is slow

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypedDict
 
+from pybpf._cache import write_atomically
 from pybpf.errors import BPFError
 from pybpf.toolchain._paths import cache_root, clang_identity, find_clang, include_dirs, target_arch_define
 from pybpf.toolchain.vmlinux import ensure_vmlinux_h
@@ -312,7 +313,5 @@ def _read_manifest(path: Path) -> list[_Entry]:
 
 
 def _write_json(path: Path, data: object) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(json.dumps(data))
     with contextlib.suppress(OSError):
-        os.replace(tmp, path)
+        write_atomically(path, [json.dumps(data).encode()])

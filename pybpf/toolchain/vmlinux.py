@@ -7,6 +7,7 @@ import os
 import threading
 from pathlib import Path
 
+from pybpf._cache import write_atomically
 from pybpf.errors import NotSupportedError
 from pybpf.toolchain._paths import cache_root
 
@@ -43,7 +44,7 @@ def kernel_btf_hash(btf: Path = KERNEL_BTF) -> str:
     except OSError:
         pass
     digest = hashlib.blake2b(btf.read_bytes(), digest_size=20).hexdigest()
-    _atomic_write(pointer, digest.encode())
+    write_atomically(pointer, [digest.encode()])
     return digest
 
 
@@ -59,7 +60,7 @@ def ensure_vmlinux_h() -> Path:
             return path
         path = root / key / "vmlinux.h"
         if not path.exists():
-            _atomic_write(path, _generate_header().encode())
+            write_atomically(path, [_generate_header().encode()])
         _memo[memo_key] = path
         return path
 
@@ -74,9 +75,3 @@ def _generate_header() -> str:
     return vmlinux_header()
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    # Rename is atomic, so concurrent builds never see a half-written file.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
