@@ -699,7 +699,7 @@ def enable_stats(kind: T.StatsType | None = None) -> StatsHandle:
 
     `kind` defaults to BPF_STATS_RUN_TIME (the only kind so far).
     """
-    attr = T.EnableStatsAttr(type=int(T.StatsType.RUN_TIME if kind is None else kind))
+    attr = T.EnableStatsAttr(type=T.BPF_STATS_RUN_TIME if kind is None else int(kind))
     ret = bpf_errno(T.BPF_ENABLE_STATS, attr)
     if ret < 0:
         if -ret == _errno.EINVAL:

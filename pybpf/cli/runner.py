@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import os
 import select
-import signal
 import sys
 import time
 
 TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import signal
+else:  # the C module `signal` wraps: `import signal` builds its enums (~5 ms of start-up)
+    import _signal as signal
 if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any, NoReturn
@@ -131,7 +134,7 @@ class Stopper:
 
     def _handler(self, signum: int, frame: Any) -> None:
         if not self.reason:
-            self.reason = signal.Signals(signum).name
+            self.reason = {int(signal.SIGINT): "SIGINT", int(signal.SIGTERM): "SIGTERM"}.get(signum, f"signal {signum}")
 
     def stop(self, reason: str) -> None:
         if not self.reason:
@@ -373,7 +376,7 @@ def _record_type(m: Any, explicit: str | None) -> Type | None:
 def _uses_printk(coll: Collection) -> bool:
     from pybpf._sys import types as T
 
-    printk = {int(T.BpfFuncId.trace_printk), int(T.BpfFuncId.trace_vprintk)}
+    printk = {T.BPF_FUNC_trace_printk, T.BPF_FUNC_trace_vprintk}
     for name in coll.programs:
         for insn in coll.spec.programs[name].instructions:
             if insn.is_helper_call() and insn.imm in printk:
@@ -444,17 +447,17 @@ class Readers:
         self._sources: list[tuple[str, Any, Type | None, Any, bool]] = []
         try:
             for name, m in coll.maps.items():
-                if m.type not in (T.MapType.RINGBUF, T.MapType.PERF_EVENT_ARRAY):
+                if m.map_type not in (T.BPF_MAP_TYPE_RINGBUF, T.BPF_MAP_TYPE_PERF_EVENT_ARRAY):
                     continue
                 explicit = record_types.get(name)
-                if m.type == T.MapType.RINGBUF and explicit is None:
+                if m.map_type == T.BPF_MAP_TYPE_RINGBUF and explicit is None:
                     # Found in start(): with a cached load plan, the object's BTF is then read after
                     # attaching rather than before.
                     self._sources.append((name, m, None, None, True))
                     continue
                 rtype = self._record_type(name, m, explicit)
                 perf = None
-                if m.type == T.MapType.PERF_EVENT_ARRAY:
+                if m.map_type == T.BPF_MAP_TYPE_PERF_EVENT_ARRAY:
                     from pybpf.events.perfbuf import PerfBuffer
 
                     perf = PerfBuffer(m, type=rtype)

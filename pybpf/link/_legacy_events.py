@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import itertools
 import os
-import threading
+from _thread import allocate_lock
 
 from pybpf.link.tracepoint import tracefs
 
@@ -28,7 +28,7 @@ class LegacyEvents:
         self.prefix = prefix
         self._missing = missing
         self._counter = itertools.count()
-        self._lock = threading.Lock()
+        self._lock = allocate_lock()
         self._cleaned = False
 
     def path(self) -> str | None:

@@ -18,7 +18,7 @@ import errno as _errno
 
 from pybpf._sys import types as T
 from pybpf.errors import BPFError
-from pybpf.link.base import Link
+from pybpf.link.base import Link, prog_type_name
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -305,9 +305,8 @@ def _lookup(program: Program) -> tuple[_Hook, str, str]:
                            f"{_unattachable_reason(pfx)}", _errno.EINVAL)
     by_type = _BY_TYPE.get(program.prog_type)
     if by_type is None:
-        kind = getattr(program.type, "name", str(program.type)).lower()
-        raise BPFError(f"program {program.name!r} ({kind}, section {section!r}) has no known hook to attach to",
-                       _errno.EINVAL)
+        raise BPFError(f"program {program.name!r} ({prog_type_name(program)}, section {section!r}) has no known "
+                       "hook to attach to", _errno.EINVAL)
     hook, pfx = by_type
     kind, attach_type = program.prog_type, program.expected_attach_type
     if kind == T.BPF_PROG_TYPE_TRACING and attach_type == T.BPF_TRACE_ITER:

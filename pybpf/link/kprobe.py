@@ -22,7 +22,7 @@ from pybpf._sys.fd import FD
 from pybpf._sys.syscall import bpf_errno, perf_event_open
 from pybpf.errors import BPFError, NotSupportedError
 from pybpf.link._legacy_events import LegacyEvents
-from pybpf.link.base import Link
+from pybpf.link.base import Link, prog_type_name
 from pybpf.link.perf_event import attach_perf_event_fd, pmu_info
 from pybpf.link.tracepoint import attach_tracepoint_id, tracefs, tracepoint_id
 
@@ -83,7 +83,7 @@ def attach_kprobe(
     is used when the kernel has one. Raises NotSupportedError on kernels without kprobes.
     """
     if program.type != T.ProgType.KPROBE:
-        kind = getattr(program.type, "name", str(program.type)).lower()
+        kind = prog_type_name(program)
         raise BPFError(f"program {program.name!r} is {kind}, not a kprobe program (SEC(\"kprobe/...\"))",
                        _errno.EINVAL)
     if isinstance(symbol, str) and "+" in symbol and not offset:

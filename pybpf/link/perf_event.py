@@ -17,7 +17,7 @@ from pybpf._sys.cpus import online_cpu_list
 from pybpf._sys.fd import FD
 from pybpf._sys.syscall import bpf_errno, ioctl, perf_event_open
 from pybpf.errors import BPFError, NotSupportedError
-from pybpf.link.base import Link
+from pybpf.link.base import Link, prog_type_name
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -67,11 +67,10 @@ def pmu_info(name: str) -> tuple[int, dict[str, int]] | None:
     return pmu_type, fields
 
 
+@cache
 def perf_events() -> dict[str, tuple[T.PerfType, int]]:
     """perf(1)'s names for the generic events (built on first use: it needs three generated enums)."""
-    global _PERF_EVENTS
-    if _PERF_EVENTS is None:
-        _PERF_EVENTS = {
+    return {
         "cpu-clock": (T.PerfType.SOFTWARE, T.PerfSwId.CPU_CLOCK),
         "task-clock": (T.PerfType.SOFTWARE, T.PerfSwId.TASK_CLOCK),
         "page-faults": (T.PerfType.SOFTWARE, T.PerfSwId.PAGE_FAULTS),
@@ -93,11 +92,7 @@ def perf_events() -> dict[str, tuple[T.PerfType, int]]:
         "branch-misses": (T.PerfType.HARDWARE, T.PerfHwId.BRANCH_MISSES),
         "bus-cycles": (T.PerfType.HARDWARE, T.PerfHwId.BUS_CYCLES),
         "ref-cycles": (T.PerfType.HARDWARE, T.PerfHwId.REF_CPU_CYCLES),
-        }
-    return _PERF_EVENTS
-
-
-_PERF_EVENTS: dict[str, tuple[T.PerfType, int]] | None = None
+    }
 
 
 def attach_to_perf_event(program: Program, pfd: FD, *, cookie: int = 0, what: str = "") -> FD | None:
@@ -145,15 +140,10 @@ def attach_to_perf_event(program: Program, pfd: FD, *, cookie: int = 0, what: st
 def _raise_attach_error(program: Program, err: int, target: str, command: str) -> None:
     hint = ""
     if err == _errno.EINVAL:
-        hint = f" (is {program.name!r} of the right program type for {target}? it is {_type_name(program)})"
+        hint = f" (is {program.name!r} of the right program type for {target}? it is {prog_type_name(program)})"
     elif err == _errno.EEXIST:
         hint = " (this program is already attached there: a tracepoint or probe runs each program once)"
     raise BPFError(f"attaching program {program.name!r} to {target}{hint} failed", err, command)
-
-
-def _type_name(program: Program) -> str:
-    kind = program.type
-    return kind.name.lower() if isinstance(kind, T.ProgType) else f"type {kind}"
 
 
 class PerfEventLink(Link):

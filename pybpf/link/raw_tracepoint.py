@@ -13,7 +13,7 @@ from pybpf._sys import types as T
 from pybpf._sys.fd import FD
 from pybpf._sys.syscall import bpf_errno
 from pybpf.errors import BPFError, NotSupportedError
-from pybpf.link.base import Link
+from pybpf.link.base import Link, prog_type_name
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = ["attach_raw_tracepoint", "raw_tracepoint_open"]
 
-_RAW_TP_TYPES = (T.ProgType.RAW_TRACEPOINT, T.ProgType.RAW_TRACEPOINT_WRITABLE)
+_RAW_TP_TYPES = (T.BPF_PROG_TYPE_RAW_TRACEPOINT, T.BPF_PROG_TYPE_RAW_TRACEPOINT_WRITABLE)
 
 
 def raw_tracepoint_open(program: Program, name: str | None, *, cookie: int = 0, what: str = "") -> FD:
@@ -45,7 +45,7 @@ def raw_tracepoint_open(program: Program, name: str | None, *, cookie: int = 0, 
                                 detail=f"cannot attach {program.name!r} to {target} with a cookie")
     hint = ""
     if err == _errno.EINVAL:
-        kind = getattr(program.type, "name", str(program.type)).lower()
+        kind = prog_type_name(program)
         hint = f" (program {program.name!r} is {kind}; is it loaded for this hook?)"
     raise BPFError(f"attaching {program.name!r} to {target}{hint} failed", err, "BPF_RAW_TRACEPOINT_OPEN")
 
@@ -53,8 +53,8 @@ def raw_tracepoint_open(program: Program, name: str | None, *, cookie: int = 0, 
 def attach_raw_tracepoint(program: Program, name: str, *, cookie: int = 0) -> Link:
     """Attach a raw tracepoint program to tracepoint `name` ("sys_enter", "sched_switch"; a
     "category/name" form is accepted and its category dropped)."""
-    if program.type not in _RAW_TP_TYPES:
-        kind = getattr(program.type, "name", str(program.type)).lower()
+    if program.prog_type not in _RAW_TP_TYPES:
+        kind = prog_type_name(program)
         raise BPFError(f"program {program.name!r} is {kind}, not a raw tracepoint program "
                        "(SEC(\"raw_tp/...\"))", _errno.EINVAL)
     tp = name.rpartition("/")[2]

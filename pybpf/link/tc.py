@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import errno as _errno
 import os
-import threading
+from _thread import allocate_lock
 
 from pybpf._sys import types as T
 from pybpf._sys.fd import FD
@@ -39,7 +39,7 @@ _TC_PROG_TYPES = (T.ProgType.SCHED_CLS,)
 # clsact qdiscs this process created: (netns inode, ifindex) -> live links using them. The last of those
 # links to go deletes the qdisc (when no filter of anyone else is left on it).
 _our_qdiscs: dict[tuple[int, int], int] = {}
-_qdisc_lock = threading.Lock()
+_qdisc_lock = allocate_lock()
 
 
 class TcLink(Link):

@@ -29,7 +29,7 @@ from pybpf._sys.fd import FD
 from pybpf._sys.record import record
 from pybpf._sys.syscall import bpf, bpf_errno, object_ids
 from pybpf.errors import BPFError, NotSupportedError
-from pybpf.link.base import Link
+from pybpf.link.base import Link, prog_type_name
 from pybpf.link.raw_tracepoint import raw_tracepoint_open
 
 TYPE_CHECKING = False
@@ -218,7 +218,7 @@ def attach_tracing(program: Program, *, cookie: int = 0) -> Link:
     """Attach a tp_btf/fentry/fexit/fmod_ret/lsm program (or a freplace program loaded with its target)
     to the target it was loaded for. `cookie` (6.5+/6.10+) is returned by bpf_get_attach_cookie()."""
     if program.type not in (T.ProgType.TRACING, T.ProgType.LSM, T.ProgType.EXT):
-        kind = getattr(program.type, "name", str(program.type)).lower()
+        kind = prog_type_name(program)
         raise BPFError(f"program {program.name!r} is {kind}, not a tracing/lsm/freplace program", _errno.EINVAL)
     target = _target_name(program)
     attach_type = program.attach_type

@@ -24,7 +24,7 @@ from pybpf._sys.record import record
 from pybpf._sys.syscall import bpf_errno, perf_event_open
 from pybpf.errors import BPFError, NotSupportedError
 from pybpf.link._legacy_events import LegacyEvents
-from pybpf.link.base import Link
+from pybpf.link.base import Link, prog_type_name
 from pybpf.link.perf_event import attach_perf_event_fd, pmu_info
 from pybpf.link.tracepoint import open_tracepoint, tracefs, tracepoint_id
 from pybpf.symbols import ElfSymbols, SymbolNotFoundError, elf_symbols, read_maps, resolve_binary
@@ -259,7 +259,7 @@ def _raise_open_error(err: int, kind: str, target: str, pid: int, detail: str = 
 
 def _check_program(program: Program, kind: str) -> None:
     if program.type != T.ProgType.KPROBE:
-        name = getattr(program.type, "name", str(program.type)).lower()
+        name = prog_type_name(program)
         raise BPFError(f"program {program.name!r} is a {name} program; a {kind} takes SEC(\"uprobe/...\"), "
                        "SEC(\"uretprobe/...\"), SEC(\"usdt/...\") or SEC(\"uprobe.multi/...\") programs",
                        _errno.EINVAL)

@@ -22,7 +22,7 @@ import io
 import os
 import re
 import struct
-import threading
+from _thread import allocate_lock
 
 from elftools.elf.elffile import ELFFile
 
@@ -360,7 +360,7 @@ def _spec_layout(program: Program, specs: Map) -> _SpecLayout:
 
 # ---- spec ids ----------------------------------------------------------------------------------------------
 
-_ids_lock = threading.Lock()
+_ids_lock = allocate_lock()
 _ids_in_use: dict[int, set[int]] = {}  # specs map id -> spec ids held by live links
 
 
