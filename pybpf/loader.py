@@ -355,9 +355,7 @@ def _relocate_ksym(insn: asm.Instruction, ext: ExternSpec) -> bool:
     module's symbol, changes when the module is reloaded)."""
     if ext.kind == "kfunc":
         # the address of a kernel function, i.e. bpf_ksym_exists(kfunc): its BTF id, or 0 for an absent weak one
-        tid = _kernel_type_id(ext.name, (Func,))
-        if not tid and not ext.weak:
-            raise NotSupportedError(f"kfunc {ext.name}", detail="not in this kernel's BTF")
+        tid = _kfunc_id(ext)
         insn.src = asm.PSEUDO_BTF_ID if tid else 0
         insn.imm = tid
         return False
@@ -376,10 +374,7 @@ def _relocate_ksym(insn: asm.Instruction, ext: ExternSpec) -> bool:
     try:
         addr = kernel_symbols().address_of(ext.name)
     except Exception:  # noqa: BLE001 - absent symbol
-        if ext.weak:
-            insn.imm = 0
-            return False
-        raise NotSupportedError(f"kernel symbol {ext.name} (__ksym)", detail="not in /proc/kallsyms")
+        addr = None
     if addr is None:
         if ext.weak:
             insn.imm = 0
@@ -389,14 +384,17 @@ def _relocate_ksym(insn: asm.Instruction, ext: ExternSpec) -> bool:
     return True
 
 
-def _relocate_kfunc(insn: asm.Instruction, ext: ExternSpec) -> None:
+def _kfunc_id(ext: ExternSpec) -> int:
+    """The kernel BTF id of kfunc `ext`; 0 when it is absent and weak (raises when absent and strong)."""
     tid = _kernel_type_id(ext.name, (Func,))
-    if not tid:
-        if ext.weak:
-            insn.src = 0
-            insn.imm = _POISONED_KFUNC_CALL
-            insn.off = 0
-            return
+    if not tid and not ext.weak:
         raise NotSupportedError(f"kfunc {ext.name}", detail="not in this kernel's BTF")
-    insn.imm = tid
+    return tid
+
+
+def _relocate_kfunc(insn: asm.Instruction, ext: ExternSpec) -> None:
+    tid = _kfunc_id(ext)
+    if not tid:
+        insn.src = 0
+    insn.imm = tid or _POISONED_KFUNC_CALL
     insn.off = 0

@@ -68,14 +68,13 @@ def options_key(*options: Any) -> str | None:
     return None if " at 0x" in text else text
 
 
-def plan_path(path: str, key: str) -> str:
-    """The file the plan for loading object `path` with options `key` is kept in. (The cache is bounded
-    by pruning, not by keeping one plan per object: a library script and `pybpf run` load the same object
-    with different options, and would replace each other's plan at every run.)"""
-    root = cache_root()
-    real = os.path.realpath(path)
+def plan_path(ident: tuple[Any, ...]) -> str:
+    """The file the plan for a load with `ident` (see identity: the object's real path, the options) is kept
+    in. (The cache is bounded by pruning, not by keeping one plan per object: a library script and `pybpf
+    run` load the same object with different options, and would replace each other's plan at every run.)"""
+    real, key = ident[3], ident[-1]
     digest = _digest(f"{real}\0{key}".encode())
-    return os.path.join(root, "plans", f"{os.path.basename(real)}.{digest:016x}.plan")
+    return os.path.join(cache_root(), "plans", f"{os.path.basename(real)}.{digest:016x}.plan")
 
 
 def _digest(data: bytes) -> int:
@@ -113,7 +112,7 @@ def load(path: str, ident: tuple[Any, ...], pin_root: str, read: Callable[[], Ob
     plan, or it failed).
 
     `read()` reads the object with the options applied: specs are built from it on first use."""
-    where = plan_path(path, ident[-1])
+    where = plan_path(ident)
     try:
         fd = os.open(where, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
@@ -242,7 +241,7 @@ def _load_program(coll: Collection, pplan: tuple[Any, ...], fds: dict[str, int],
 def save(path: str, ident: tuple[Any, ...], coll: Collection) -> None:
     """Write the plan of a collection just loaded from object `path` as `ident` (see identity) says (a
     cache: when the load cannot be planned, or the file cannot be written, nothing happens)."""
-    where = plan_path(path, ident[-1])
+    where = plan_path(ident)
     try:
         plan = _plan_of(coll, ident)
         data = marshal.dumps(plan)
@@ -277,7 +276,7 @@ def _plan_of(coll: Collection, ident: tuple[Any, ...]) -> tuple[Any, ...]:
     maps = [(key, _map_plan(spec.maps[key])) for key in coll.maps]
     by_fd = {int(m.fd): key for key, m in coll.maps.items()}
     programs = [_program_plan(name, p.spec, by_fd) for name, p in coll.programs.items()]
-    return ident, coll.name, coll.btf_blob, maps, programs, list(spec.programs), list(spec.variables)
+    return ident, coll.name, coll.btf_blob, maps, programs, list(spec.programs), list(coll.variables)
 
 
 def _map_plan(mspec: MapSpec) -> tuple[Any, ...]:
