@@ -154,7 +154,7 @@ def test_jsonable_records() -> None:
 # ---- vmtest --------------------------------------------------------------------------------------------
 
 
-def test_resolve_kernel_choices(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_resolve_kernel_choices(monkeypatch: pytest.MonkeyPatch) -> None:
     import pybpf.vmtest.runner as vr
 
     calls: list[tuple[Any, ...]] = []

@@ -94,19 +94,17 @@ def has_union(t: Any, depth: int = 0) -> bool:
     return isinstance(s, Composite) and depth < 20 and any(has_union(m.type, depth + 1) for m in s.members)
 
 
+def _sampled_types(kspec: Any, rng: random.Random, k: int, cls: type[Composite]) -> list[Any]:
+    """`k` random kernel type ids; the sized ones of class `cls`."""
+    sampled = (kspec.type(i) for i in rng.sample(range(1, kspec.next_id), k))
+    return [t for t in sampled if isinstance(t, cls) and t.size]
+
+
 def test_kernel_types_decode_and_roundtrip() -> None:
     kspec = kernel_spec()
     rng = random.Random(1)
     names = ["task_struct", "sk_buff", "file", "inode", "bpf_prog_aux", "perf_event_attr", "sock", "page"]
-    types: list[Any] = [kspec.find(n, Struct) for n in names]
-    ids = rng.sample(range(1, kspec.next_id if hasattr(kspec, "next_id") else 100000), 3000)
-    for i in ids:
-        try:
-            t = kspec.type(i)
-        except Exception:  # noqa: BLE001 - ids past the end
-            continue
-        if isinstance(t, Composite) and t.size:
-            types.append(t)
+    types: list[Any] = [kspec.find(n, Struct) for n in names] + _sampled_types(kspec, rng, 3000, Composite)
     assert len(types) > 50
     checked = 0
     for t in types:
@@ -157,13 +155,7 @@ def test_record_layout_matches_decoder_on_kernel_types() -> None:
     kspec = kernel_spec()
     rng = random.Random(2)
     types: list[Any] = [kspec.find(n, Struct) for n in ("task_struct", "sk_buff", "perf_event_attr", "file")]
-    for i in rng.sample(range(1, 100000), 2000):
-        try:
-            t = kspec.type(i)
-        except Exception:  # noqa: BLE001 - ids past the end
-            continue
-        if isinstance(t, Struct) and t.size:
-            types.append(t)
+    types += _sampled_types(kspec, rng, 2000, Struct)
     checked = 0
     for t in types:
         layout = record_layout(t)

@@ -81,7 +81,7 @@ def test_cgroup_prog_attach_and_detach(cgroup: Path) -> None:
             assert flagged.legacy
 
 
-def test_prog_attach_error_closes_its_fds(cgroup: Path) -> None:
+def test_prog_attach_error_closes_its_fds() -> None:
     with load(T.ProgType.CGROUP_DEVICE, T.AttachType.CGROUP_DEVICE) as prog:
         before = len(os.listdir("/proc/self/fd"))
         # Not a cgroup: a regular file's fd is refused by the kernel.

@@ -94,6 +94,6 @@ def test_full_ring_is_reported_and_space_comes_back_after_a_drain(ring_obj: Any)
     assert ring_obj.variables["sum"].value == sum(range(fits)) + 1000
 
 
-def test_writer_refuses_other_maps(ring_obj: Any, bpf_obj: Callable[[str], Path]) -> None:
+def test_writer_refuses_other_maps(bpf_obj: Callable[[str], Path]) -> None:
     with pybpf.load(bpf_obj("stacks")) as other, pytest.raises(BPFError, match="USER_RINGBUF"):
         UserRingBuffer(other.maps["events"])
