@@ -75,16 +75,17 @@ def test_replayed_load_imports_no_object_reader(cache: Path, obj_copy: Callable[
         "c.programs['compute'].test_run()\n"
         "print(c.variables['counter'].value)\n"
     )
-    out = _fresh_process(code, obj, cache)
+    out = _fresh_process(code, cache, obj)
     assert out == ["", "6"], out
 
 
-def _fresh_process(code: str, obj: Path, cache: Path) -> list[str]:
-    """The output lines of `code` run with argv[1] = obj in a new interpreter on the same cache. (-S: no
-    site-packages .pth hooks, which may import modules first that pybpf must not; this sandbox's does.)"""
+def _fresh_process(code: str, cache: Path, *objs: Path) -> list[str]:
+    """The output lines of `code` run with the objects as argv[1:] in a new interpreter on the same cache.
+    (-S: no site-packages .pth hooks, which may import modules first that pybpf must not; this sandbox's does.)"""
     root = Path(pybpf.__file__).resolve().parent.parent
-    return subprocess.run([sys.executable, "-S", "-c", code, str(obj)], capture_output=True, text=True, check=True,
-                          env={**os.environ, "PYBPF_CACHE": str(cache), "PYTHONPATH": str(root)}).stdout.splitlines()
+    return subprocess.run([sys.executable, "-S", "-c", code, *map(str, objs)], capture_output=True, text=True,
+                          check=True, env={**os.environ, "PYBPF_CACHE": str(cache), "PYTHONPATH": str(root)},
+                          ).stdout.splitlines()
 
 
 # What a replayed load and a tracepoint attach must not import: each costs milliseconds of a tool's start-up
@@ -109,7 +110,7 @@ def test_replayed_load_and_attach_import_nothing_heavy(cache: Path, obj_copy: Ca
         f"    print(','.join(sorted(m for m in new if m.startswith({_START_UP_HEAVY!r}))))\n"
         "    print(c.maps['tp_counts'].lookup(os.getpid()))\n"
     )
-    out = _fresh_process(code, obj, cache)
+    out = _fresh_process(code, cache, obj)
     assert out == ["", "7"], out
 
 
@@ -265,8 +266,7 @@ def test_replayed_ring_buffer_reads_its_object_only_for_the_lost_count(cache: Pa
         "print(rb.lost)\n"  # the program's global `dropped`: now the object is read
         "print('pybpf.elf.reader' in sys.modules)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code, str(obj)], capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYBPF_CACHE": str(cache)}).stdout.splitlines()
+    out = _fresh_process(code, cache, obj)
     assert out == ["False", "0", "True"], out
 
 
@@ -328,6 +328,5 @@ def test_replayed_iterator_and_tp_btf_attach_without_reading_the_object(cache: P
         "    print(link.target)\n"
         "print('pybpf.elf.reader' in sys.modules)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code, str(iters), str(tp)], capture_output=True, text=True,
-                         check=True, env={**os.environ, "PYBPF_CACHE": str(cache)}).stdout.splitlines()
+    out = _fresh_process(code, cache, iters, tp)
     assert out == ["iter/task True", "tp_btf/sys_enter", "False"], out
