@@ -150,7 +150,6 @@ def run_live_c(obj: Path, loader: Path, producer: Path, secs: float) -> dict[str
 
 def run_live_bcc(producer: Path, secs: float, work: Path) -> dict[str, float] | str:
     """BCC's Python consumer, where BCC runs (bench/_bcc.py); the reason it cannot otherwise."""
-    sys.path.insert(0, str(HERE))
     from _bcc import bcc_runtime
 
     python, env = bcc_runtime()

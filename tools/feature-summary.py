@@ -97,7 +97,6 @@ PASSED = ("passed", "xfailed", "xpassed")
 class Report:
     kernel: str
     guest: bool
-    source: str
     tests: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
@@ -127,7 +126,7 @@ def is_kernel_reason(reason: str) -> bool:
 def _report_from(data: Any, source: str) -> Report:
     if not isinstance(data, dict) or not isinstance(data.get("tests"), dict):
         raise ValueError(f"{source}: not a pybpf results report")
-    return Report(str(data.get("kernel", "?")), bool(data.get("guest")), source, data["tests"])
+    return Report(str(data.get("kernel", "?")), bool(data.get("guest")), data["tests"])
 
 
 def load_reports(path: Path) -> list[Report]:
