@@ -278,9 +278,14 @@ def btf_ids(mspec: MapSpec) -> tuple[int, int]:
 
 def _load_programs(coll: Collection, spec: CollectionSpec, btf_fd: FD | None, log_level: int,
                    targets: TargetBTF | None) -> None:
-    for name, pspec in spec.programs.items():
-        if not pspec.autoload:
-            continue
+    loading = [name for name, pspec in spec.programs.items() if pspec.autoload]
+    relos = [relo for name in loading for _, relo in spec.core_relos.get(name, ())]
+    if relos and spec.btf is not None:
+        # How many kernel types CO-RE will look up decides how it finds them (a search each, or sorting
+        # every name of vmlinux once).
+        (targets or _targets()).expect(spec.btf, relos)
+    for name in loading:
+        pspec = spec.programs[name]
         final = _relocate(coll, spec, name, pspec, targets)
         if final.type in (T.ProgType.TRACING, T.ProgType.LSM, T.ProgType.EXT) and not final.attach_btf_id:
             # tp_btf/fentry/fexit/fmod_ret/lsm/iter name their target by kernel BTF id at load time.

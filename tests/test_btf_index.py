@@ -49,45 +49,75 @@ def test_name_index_agrees_with_a_full_scan(fresh: tuple[Spec, Path], name: str)
     assert non_func == [i for i in found if not isinstance(spec.type(i), Func)]
 
 
-def test_index_is_cached_with_funcs_once_needed(fresh: tuple[Spec, Path], monkeypatch: pytest.MonkeyPatch) -> None:
-    spec, cache = fresh
-    files = list((cache / "btf-index").iterdir())
+def test_a_cold_lookup_walks_only_what_it_needs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No cached index: a CO-RE-sized lookup searches, walks a few percent of vmlinux and writes nothing."""
+    monkeypatch.setenv("PYBPF_CACHE", str(tmp_path))
+    spec = load_cached(KERNEL_BTF)
+    assert spec.large and spec._walk_at == 0
+    (task,) = spec.ids_by_name("task_struct", funcs=False)
+    assert isinstance(spec.type(task), Struct) and spec.type(task).member("real_parent")
+    assert spec._searches == 1 and spec._name_order is None
+    assert 0 < spec._walk_at < len(spec._words) // 10
+    assert not (tmp_path / "btf-index").exists()  # a partial walk is not worth keeping
+    assert spec.next_id == Spec(spec_mod._read_btf(KERNEL_BTF)).next_id  # walks the rest on demand
+
+
+def test_index_is_cached_once_names_are_sorted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYBPF_CACHE", str(tmp_path))
+    spec = load_cached(KERNEL_BTF)
+    spec.expect_lookups(spec_mod._SEARCHES_BEFORE_SORT + 1)  # more than searches pay for: sort at once
+    found = spec.ids_by_name("task_struct", funcs=False)
+    assert spec._name_order is not None and spec._func_order is None
+    files = list((tmp_path / "btf-index").iterdir())
     assert len(files) == 1 and files[0].stat().st_size > 100_000
-    monkeypatch.setenv("PYBPF_CACHE", str(cache))
-    spec.ids_by_name("task_struct")  # sorts the named types and saves them
-    assert load_cached(KERNEL_BTF)._name_order is not None
-    # The first FUNC lookups search the strings (the FUNCs' name offsets are saved for that); enough of
-    # them in one process sort every FUNC name, and that is saved too.
-    spec.ids_by_name("do_unlinkat")
     second = load_cached(KERNEL_BTF)
-    assert second._func_order is None and second._func_name_offs == spec._func_name_offs
-    assert second.ids_by_name("do_unlinkat") == spec.ids_by_name("do_unlinkat")
-    for _ in range(spec_mod._FUNC_SEARCHES_BEFORE_SORT):
-        spec.ids_by_name("do_unlinkat")
-    assert spec._func_order is not None
+    assert second._name_order is not None and second._func_order is None
+    assert second._walk_at == len(second._words) and second.ids_by_name("task_struct", funcs=False) == found
+    # A process that found the index sorts the FUNC names at its first FUNC lookup, and saves them too.
+    funcs = second.ids_by_name("do_unlinkat")
+    assert second._func_order is not None and funcs
     third = load_cached(KERNEL_BTF)
-    assert third._func_order is not None and third._name_order is not None and third._func_name_offs is None
-    assert third.ids_by_name("task_struct") == spec.ids_by_name("task_struct")
-    assert third.ids_by_name("do_unlinkat") == second.ids_by_name("do_unlinkat")
+    assert third._func_order is not None and third._name_order is not None
+    assert third.ids_by_name("do_unlinkat") == funcs == _full_scan(third, "do_unlinkat")
     assert third.ids_by_name_prefix("do_unlink") == second.ids_by_name_prefix("do_unlink")
 
 
-def test_func_string_search_agrees_with_the_sorted_index() -> None:
+def test_search_agrees_with_the_sorted_index() -> None:
     data = spec_mod._read_btf(KERNEL_BTF)
     searched, sorted_ = Spec(data), Spec(data)
     sorted_._func_sorted_index()
-    exact = ["do_unlinkat", "vfs_read", "schedule", "task_struct", "open", "no_such_function_at_all"]
-    prefixes = ["do_unlink", "__x64_sys_open", "vfs_", "bpf_map_", "zzz_nothing"]
+    sorted_._name_sorted_index()
+    exact = ["do_unlinkat", "vfs_read", "schedule", "task_struct", "open", "pid_t", "nf_conn___init",
+             "no_such_function_at_all"]
+    prefixes = ["do_unlink", "__x64_sys_openat", "nf_conn___", "zzz_nothing"]
     for name in exact:
-        searched._func_searches = 0
-        assert searched.ids_by_name(name) == sorted_.ids_by_name(name), name
+        for funcs in (True, False):
+            searched._searches = 0
+            assert searched.ids_by_name(name, funcs=funcs) == sorted_.ids_by_name(name, funcs=funcs), name
     for prefix in prefixes:
-        searched._func_searches = 0
+        searched._searches = 0
         assert searched.ids_by_name_prefix(prefix) == sorted_.ids_by_name_prefix(prefix), prefix
-    assert searched._func_order is None  # all answered by search
-    # A prefix matching thousands of strings is answered from the sorted names instead.
-    assert searched.ids_by_name_prefix("s", funcs=True) == sorted_.ids_by_name_prefix("s", funcs=True)
+    searched._searches = 0
+    assert (searched.named(["task_struct", "nf_conn"], ["nf_conn___"], funcs=False)
+            == sorted_.named(["task_struct", "nf_conn"], ["nf_conn___"], funcs=False))
+    assert searched._func_order is None and searched._name_order is None  # all answered by search
+    # A prefix matching many names is answered from the sorted names instead.
+    assert searched.ids_by_name_prefix("vfs_", funcs=True) == sorted_.ids_by_name_prefix("vfs_", funcs=True)
     assert searched._func_order is not None
+
+
+def test_search_agrees_with_a_name_dict() -> None:
+    """The search path (no sorting) against a dict of every name (decoded one by one)."""
+    import random
+
+    data = spec_mod._read_btf(KERNEL_BTF)
+    spec, ref = Spec(data), Spec(data)
+    names = ref._name_index()
+    for name in random.Random(11).sample(sorted(names), 60):
+        spec._searches = 0
+        hit = names[name]
+        assert spec.ids_by_name(name) == (hit if isinstance(hit, list) else [hit]), name
+    assert spec._name_order is None and spec._func_order is None
 
 
 def test_sorted_indexes_agree_with_a_name_dict() -> None:
@@ -97,6 +127,7 @@ def test_sorted_indexes_agree_with_a_name_dict() -> None:
     data = spec_mod._read_btf(KERNEL_BTF)
     spec, ref = Spec(data), Spec(data)
     spec._func_sorted_index()
+    spec._name_sorted_index()
     names = ref._name_index()
     sample = random.Random(7).sample(sorted(names), 400)
     sample += [n for n in names if len(n.encode()) >= spec_mod._NAME_WINDOW][:20]
@@ -137,10 +168,16 @@ def test_large_spec_lookups_by_search_and_by_sort() -> None:
     blob, ids = _synthetic(5000)
     for force_sort in (False, True):
         spec = Spec(blob)
+        assert spec.large
         if force_sort:
             spec._func_sorted_index()
+            spec._name_sorted_index()
+        else:
+            spec._searches = -100  # every lookup below by search
+        assert spec.ids_by_name("my_funky") == [ids["my_funky"]]
+        # The search reads whole strings only (no BTF writer shares tails); the sorted index reads them all.
+        assert spec.ids_by_name("tail_func") == ([ids["tail_func"]] if force_sort else [])
         assert spec.next_id == 5000 + 1 + 1 + 4
-        assert spec.ids_by_name("tail_func") == [ids["tail_func"]]
         assert spec.ids_by_name("my_func") == [ids["my_func"], ids["my_func"] + 3]
         assert spec.ids_by_name("my_func", funcs=False) == []
         assert spec.ids_by_name("int", funcs=False) == list(range(1, 4998))
@@ -149,7 +186,7 @@ def test_large_spec_lookups_by_search_and_by_sort() -> None:
         assert spec.ids_by_name("func") == []
         assert spec.ids_by_name_prefix("my_fun") == [
             ("my_func", ids["my_func"]), ("my_func", ids["my_func"] + 3), ("my_funky", ids["my_funky"])]
-        assert spec.ids_by_name_prefix("tail") == [("tail_func", ids["tail_func"])]
+        assert spec.ids_by_name_prefix("tail") == ([("tail_func", ids["tail_func"])] if force_sort else [])
         assert isinstance(spec.type(ids["tail_func"]), Func) and spec.type(ids["tail_func"]).name == "tail_func"
 
 
@@ -170,8 +207,12 @@ def test_large_split_spec_finds_names_in_both_string_sections() -> None:
     first = base.next_id
     for force_sort in (False, True):
         split = Spec(_blob(words, own), base)
+        assert split.large
         if force_sort:
             split._func_sorted_index()
+            split._name_sorted_index()
+        else:
+            split._searches = -100
         assert split.ids_by_name("split_int") == list(range(first + 1, first + 5000, 2))
         assert split.ids_by_name("int", funcs=False)[-3:] == [first + 4994, first + 4996, first + 4998]
         assert split.ids_by_name("split_func") == [proto + 1]
@@ -187,6 +228,14 @@ def test_scan_rejects_a_cut_type_section(kept: int, message: str) -> None:
     words = list(struct.unpack_from(f"<{hdr[5] // 4}I", blob, 24))
     with pytest.raises(ObjectError, match=message):
         Spec(_blob(words[: len(words) - 3 + kept], blob[24 + hdr[5]:]))
+    # A large spec is walked lazily: the cut shows when the walk reaches it.
+    blob, _ = _synthetic(5000)
+    hdr = spec_mod.HEADER.unpack_from(blob)
+    words = list(struct.unpack_from(f"<{hdr[5] // 4}I", blob, 24))
+    lazy = Spec(_blob(words[: len(words) - 3 + kept], blob[24 + hdr[5]:]))
+    assert lazy.type(1).name == "int"
+    with pytest.raises(ObjectError, match=message):
+        lazy.next_id  # noqa: B018
 
 
 def test_scan_rejects_an_unknown_kind() -> None:

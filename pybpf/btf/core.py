@@ -399,6 +399,19 @@ class TargetBTF:
         """Drop the caches kept for one local BTF (they also go when it is garbage collected)."""
         self._local.pop(local, None)
 
+    def expect(self, local: Spec, relos: Iterable[CoreRelo]) -> None:
+        """Tell the kernel spec how many types these relocations will look up by name, before resolving
+        them: it then chooses between a search per name and sorting all its names once."""
+        state = self._state(local)
+        names = set()
+        for r in relos:
+            if r.kind != K.TYPE_ID_LOCAL and r.type_id not in state.candidates:
+                try:
+                    names.add(essential_name(local.type(r.type_id).name))
+                except ObjectError:
+                    pass  # a bad type id: resolving that relocation reports it, with its context
+        self.kernel.expect_lookups(len(names))
+
     def _state(self, local: Spec) -> _LocalState:
         state = self._local.get(local)
         if state is None:
@@ -470,20 +483,17 @@ class _TargetNames:
     """Finds the types of one target spec by essential name: ``ess`` itself or ``ess___<flavor>``
     (kernel BTF has a few flavored types, e.g. ``nf_conn___init``).
 
-    * vmlinux-sized specs: the lazy spec's name-sorted index (cached on disk with the record offsets)
-      answers both by bisection, ~20 µs a lookup;
+    * large specs (vmlinux): the spec's own lookup (a search, or its name-sorted index once built);
     * small or split specs (kernel modules, whose names may live in the base's string table): one dict
       of essential name -> ids, built from the spec's own types.
     """
 
     __slots__ = ("_by_essential", "spec")
 
-    _SMALL = 20000  # types; below this a full essential-name dict is cheap enough
-
     def __init__(self, spec: Spec) -> None:
         self.spec = spec
         self._by_essential: dict[str, list[int]] | None = None
-        if spec.next_id - spec.first_id < self._SMALL or spec.base is not None:
+        if not spec.large or spec.base is not None:
             self._by_essential = {}
             for tid in range(spec.first_id, spec.next_id):
                 _kind, name_off = spec.raw_kind_and_name(tid)
@@ -496,14 +506,9 @@ class _TargetNames:
             return list(self._by_essential.get(ess, ()))
         if not ess:
             return []
-        spec = self.spec
-        found = []
-        if essential_name(ess) == ess:
-            found = spec.ids_by_name(ess, funcs=funcs)  # a base-less spec: its own ids only
-        for name, tid in spec.ids_by_name_prefix(ess + "___", funcs=funcs):
-            if essential_name(name) == ess:
-                found.append(tid)
-        return sorted(found)
+        exact = [ess] if essential_name(ess) == ess else []
+        return sorted(tid for name, tid in self.spec.named(exact, [ess + "___"], funcs=funcs)
+                      if essential_name(name) == ess)
 
 
 # ---- matching local specs to candidates -----------------------------------------------------------------

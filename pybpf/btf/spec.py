@@ -1,9 +1,11 @@
 """Parse BTF blobs lazily.
 
 A `Spec` keeps the raw bytes and an index of where each type record starts; a type is decoded the
-first time it is asked for. For the kernel's BTF the index (record offsets, and the named records sorted
-by name) is cached on disk per boot, so a second process finds what CO-RE needs without scanning 130k
-records.
+first time it is asked for. Large specs (the kernel's 130k records) are also walked lazily: the record
+index grows only as far as the ids asked for, and a name is found by searching the string section for
+it and the type section for records that carry its offset, so a CO-RE load that needs a few kernel
+types reads a few percent of vmlinux. Once lookups are frequent the names are sorted, and that index is
+cached on disk per boot for later processes.
 """
 
 from __future__ import annotations
@@ -47,10 +49,10 @@ from pybpf.errors import ObjectError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterable, Iterator
 
-    # record offsets, named records, sorted?, FUNC records, sorted?, FUNC name offsets
-    _Index = tuple[array[int], array[int], bool, array[int], bool, array[int] | None]
+    # record offsets, named records, sorted?, FUNC records, sorted?
+    _Index = tuple[array[int], array[int], bool, array[int], bool]
 
 BTF_MAGIC = 0xEB9F
 HEADER = struct.Struct("<HBBIIIII")  # magic, version, flags, hdr_len, type_off, type_len, str_off, str_len
@@ -78,27 +80,31 @@ _NAMED_KINDS = frozenset({
 
 _TypeClass = type[Type] | tuple[type[Type], ...]
 KERNEL_BTF = "/sys/kernel/btf/vmlinux"
-_INDEX_VERSION = 6
-# Index file: magic, version, counts of records, named records (and whether sorted by name), FUNC records
-# (and whether sorted) and FUNC name offsets; then those arrays (u32 each) in that order.
-_INDEX_HEADER = struct.Struct("<4s7I")
+_INDEX_VERSION = 7
+# Index file: magic, version, counts of records, named records (and whether sorted by name) and FUNC
+# records (and whether sorted); then those arrays (u32 each) in that order.
+_INDEX_HEADER = struct.Struct("<4s6I")
 _INDEX_MAGIC = b"PBTI"
-# FUNC lookups in one process answered by string search (~1.5 ms each for vmlinux) before sorting every
-# FUNC name pays off (~15-30 ms); the sorted names are then saved for later processes.
-_FUNC_SEARCHES_BEFORE_SORT = 8
+# Name lookups in one spec answered by search (~4 ms each for vmlinux: its string section, then its type
+# section) before walking every record and sorting the names pays off (~40 ms); the sorted names are then
+# saved for later processes.
+_SEARCHES_BEFORE_SORT = 8
+# A search that finds more names than this (a short prefix) goes to the sorted names instead: each name
+# costs a pass over the type section.
+_MAX_SEARCHED_OFFSETS = 4
 # Names are sorted by their first bytes (this many, the terminating NUL and what follows included): one
 # slice of the string section per name instead of a search for its end. Longer names are told apart at
 # lookup time.
 _NAME_WINDOW = 64
-# Specs with fewer types answer name lookups from a dict of every name; larger ones (vmlinux) bisect the
-# name-sorted index.
-_SMALL_SPEC = 4096
+# Specs whose type section is at least this long (vmlinux: 3 MB) are walked lazily and answer name
+# lookups by search or from the name-sorted index; smaller ones (objects, kernel modules) are walked at
+# once and answer from a dict of every name.
+_LARGE_SPEC_BYTES = 64 * 1024
 
 
 class Spec:
     """One BTF blob (optionally split on top of a base spec, as kernel module BTF is)."""
 
-    next_id: int
     _str_end: int
 
     def __init__(
@@ -145,24 +151,27 @@ class Spec:
         self._str_base = base._str_end if base is not None else 0
         self._str_end = self._str_base + str_len
         self._names: dict[str, int | list[int]] | None = None
+        self.large = type_len >= _LARGE_SPEC_BYTES
+        # The walk: word offsets of the records walked so far, where it resumes (len(_words) once complete),
+        # and the record length of each info word met (see _walk).
+        self._offsets: array[int]
+        self._walk_at = 0
+        self._lengths: dict[int, int] = {}
         # The named records, FUNCs apart (vmlinux has 56k FUNCs against 15k others, and CO-RE never looks
-        # for a FUNC), as word offsets: in id order until sorted by name. The FUNC records: in id order
-        # (with their name offsets once a FUNC is looked up) until enough FUNC lookups make sorting their
-        # names pay off.
+        # for a FUNC), and the FUNC records, as word offsets: in id order as walked, until sorted by name.
         self._named: array[int]
         self._named_sorted = False
         self._funcs: array[int]
         self._funcs_sorted = False
-        self._func_name_offs: array[int] | None = None
-        self._func_offs_sorted: tuple[list[int], list[int]] | None = None
-        self._func_searches = 0
+        self._searches = 0
         self._cache_file: str | None = None  # where load_cached keeps the index
         if _index is not None:
-            (self._offsets, self._named, self._named_sorted, self._funcs, self._funcs_sorted,
-             self._func_name_offs) = _index
+            self._offsets, self._named, self._named_sorted, self._funcs, self._funcs_sorted = _index
+            self._walk_at = len(self._words)
         else:
-            self._offsets = self._scan()
-        self.next_id = self.first_id + len(self._offsets)
+            self._offsets, self._named, self._funcs = array("I"), array("I"), array("I")
+            if not self.large:
+                self._walk()
         self._cache: dict[int, Type] = {}
 
     @property
@@ -196,27 +205,36 @@ class Spec:
         with open(path, "rb") as f:
             return cls(f.read(), base, name=str(path))
 
-    def _scan(self) -> array[int]:
-        """Word offsets of each type record; validates lengths and kinds as it goes, and notes the
-        named records (FUNCs apart) and the FUNC records, for the name indexes.
+    @property
+    def next_id(self) -> int:
+        """The id after this spec's last type (walks every record of a lazily walked spec)."""
+        if self._walk_at < len(self._words):
+            self._walk()
+        return self.first_id + len(self._offsets)
+
+    def _walk(self, through: int | None = None) -> None:
+        """Extend the record index over every record that starts at or before word `through` (None: every
+        record), validating lengths and kinds as it goes, and note the named records (FUNCs apart) and the
+        FUNC records, for the name indexes.
 
         A record's length depends only on its info word (kind and vlen), and vmlinux has a few hundred
         distinct info words for 130k records: a dict of known lengths keeps the loop to an index, a lookup
         and an add. The length is stored negated for kinds that may be named and as 0 for FUNC (always 3
         words), so the common records take one branch. Unknown info words (KeyError) and the end of the
-        section (IndexError) leave the loop by exception instead of a test per record.
+        walk (IndexError: `infos` is cut where it must stop) leave the loop by exception instead of a test
+        per record.
         """
         words = self._words
         n = len(words)
-        infos = words[1:]  # infos[pos] is the info word of the record at word `pos`
-        offsets = array("I")
-        append = offsets.append
-        named = array("I")
-        add_named = named.append
-        funcs = array("I")
-        add_func = funcs.append
-        lengths: dict[int, int] = {}
-        pos = 0
+        pos = self._walk_at
+        if pos >= n:
+            return
+        limit = n if through is None else min(n, through + 2)
+        infos = words[1:limit]  # infos[pos] is the info word of the record at word `pos`
+        append = self._offsets.append
+        add_named = self._named.append
+        add_func = self._funcs.append
+        lengths = self._lengths
         while True:
             try:
                 while True:
@@ -232,7 +250,7 @@ class Spec:
                         add_func(pos)
                         pos += 3
             except KeyError:
-                offsets.pop()
+                self._offsets.pop()
                 info = infos[pos]
                 kind = (info >> 24) & 0x1F
                 if kind == 0 or kind > Kind.ENUM64:
@@ -242,15 +260,21 @@ class Spec:
                 step = 3 + fixed + per * (info & 0xFFFF)
                 lengths[info] = 0 if kind == Kind.FUNC else -step if kind in _NAMED_KINDS else step
             except IndexError:
-                offsets.pop()  # `pos` is no record: the section ended there, or inside the last record
+                self._offsets.pop()  # `pos` is no record yet: the walk stops there, or the section ended
                 break
-        if pos < n:
-            raise ObjectError("truncated BTF type record", section=".BTF", offset=self._types_start + pos * 4)
         if pos > n:
             raise ObjectError("BTF type section ends inside a record", section=".BTF",
                               offset=self._types_start + n * 4)
-        self._named, self._funcs = named, funcs
-        return offsets
+        if pos < n and limit == n:
+            raise ObjectError("truncated BTF type record", section=".BTF", offset=self._types_start + pos * 4)
+        self._walk_at = pos
+
+    def _walk_to_index(self, idx: int) -> None:
+        """Walk until the record of index `idx` (id - first_id) is known, or every record is."""
+        offsets, n = self._offsets, len(self._words)
+        while len(offsets) <= idx and self._walk_at < n:
+            # vmlinux records average ~6 words: a guess of where record `idx` starts, at least 16k words on
+            self._walk(self._walk_at + max(16384, 8 * (idx - len(offsets) + 1)))
 
     # ---- strings ------------------------------------------------------------------------------
 
@@ -300,11 +324,16 @@ class Spec:
 
     def raw_kind_and_name(self, type_id: int) -> tuple[int, int]:
         """Kind and name offset of a type without decoding it (cheap, for scans)."""
-        pos = self._offsets[type_id - self.first_id]
+        idx = type_id - self.first_id
+        if idx >= len(self._offsets):
+            self._walk_to_index(idx)
+        pos = self._offsets[idx]
         return (self._words[pos + 1] >> 24) & 0x1F, self._words[pos]
 
     def _decode(self, type_id: int) -> Type:
         idx = type_id - self.first_id
+        if idx >= len(self._offsets):
+            self._walk_to_index(idx)
         if idx < 0 or idx >= len(self._offsets):
             raise ObjectError(f"BTF type id {type_id} out of range (max {self.next_id - 1})", section=".BTF")
         w = self._words
@@ -381,6 +410,7 @@ class Spec:
 
     def _name_index(self) -> dict[str, int | list[int]]:
         if self._names is None:
+            self._walk()
             names: dict[str, int | list[int]] = {}
             w = self._words
             string = self.string
@@ -405,40 +435,122 @@ class Spec:
         """Ids of every type of this spec and its base with exactly this name (FUNCs left out of
         large specs when `funcs` is False: a cheaper search when no FUNC is wanted)."""
         found = self.base.ids_by_name(name, funcs=funcs) if self.base is not None else []
-        if self._names is not None or self.next_id - self.first_id < _SMALL_SPEC:
+        if self._names is not None or not self.large:
             hit = self._name_index().get(name)
             if hit is None:
                 return found
             return [*found, *hit] if isinstance(hit, list) else [*found, hit]
-        # Large specs (the kernel's): bisect the name-sorted index instead of decoding 130k names.
-        raw = name.encode()
-        id_at = self._id_at
-        own = [id_at(pos) for _name, pos in self._sorted_names_from(self._name_sorted_index(), raw, exact=True)]
-        if funcs:
-            own += [id_at(pos) for _name, pos in self._func_matches(raw, exact=True)]
-        own.sort()
-        found.extend(own)
+        found.extend(sorted(self._id_at(pos) for _name, pos in self._large_matches([(name.encode(), True)], funcs)))
         return found
 
     def ids_by_name_prefix(self, prefix: str, *, funcs: bool = True) -> list[tuple[str, int]]:
         """(name, id) of this spec's own types (not the base's) whose name starts with `prefix`."""
-        raw = prefix.encode()
-        if self.next_id - self.first_id < _SMALL_SPEC:
-            first = self.first_id
+        return self.named((), (prefix,), funcs=funcs)
+
+    def named(self, names: Iterable[str] = (), prefixes: Iterable[str] = (), *,
+              funcs: bool = True) -> list[tuple[str, int]]:
+        """(name, id) of this spec's own types (not the base's) named one of `names` or with a name that
+        starts with one of `prefixes`, by name then id (FUNCs left out of large specs unless `funcs`).
+        One search answers all of them (CO-RE asks for a name and its ``name___`` flavors at once)."""
+        probes = [(n.encode(), True) for n in names] + [(p.encode(), False) for p in prefixes]
+        if not self.large:
+            self._walk()
+            first, w, name_of = self.first_id, self._words, self._string_bytes
             out = []
             for idx, pos in enumerate(self._offsets):
-                off = self._words[pos]
-                if off and self._string_bytes(off).startswith(raw):
-                    out.append((self.string(off), first + idx))
-            return out
-        hits = sorted(self._sorted_names_from(self._name_sorted_index(), raw, exact=False))
-        if funcs:
-            hits += self._func_matches(raw, exact=False)
-        return [(nm.decode("utf-8", "replace"), self._id_at(pos)) for nm, pos in hits]
+                off = w[pos]
+                if off:
+                    nm = name_of(off)
+                    if any(nm == raw if exact else nm.startswith(raw) for raw, exact in probes):
+                        out.append((nm, first + idx))
+            out.sort()
+            return [(nm.decode("utf-8", "replace"), tid) for nm, tid in out]
+        return [(nm.decode("utf-8", "replace"), self._id_at(pos)) for nm, pos in self._large_matches(probes, funcs)]
+
+    def expect_lookups(self, count: int) -> None:
+        """A caller is about to look up `count` names: when that is more than the searches left before the
+        names are sorted, sort them at the first lookup instead (the searches would cost more)."""
+        if count > _SEARCHES_BEFORE_SORT - self._searches:
+            self._searches = _SEARCHES_BEFORE_SORT
 
     def _id_at(self, pos: int) -> int:
-        """The id of the record starting at word `pos`."""
+        """The id of the record starting at word `pos` (walked already)."""
         return self.first_id + bisect_left(self._offsets, pos)
+
+    def _large_matches(self, probes: list[tuple[bytes, bool]], funcs: bool) -> list[tuple[bytes, int]]:
+        """(name, record word offset) of a large spec's own records named as a probe says (raw name, and
+        whether exact or a prefix), by name then id: from the name-sorted indexes once built, otherwise
+        by search until searches are frequent enough that sorting pays off."""
+        out: list[tuple[bytes, int]] = []
+        unsorted: list[bool] = []  # which record sets (FUNCs or not) have no sorted index yet
+        if self._named_sorted:
+            out += self._sorted_matches(self._named, probes)
+        else:
+            unsorted.append(False)
+        if funcs:
+            if self._funcs_sorted:
+                out += self._sorted_matches(self._funcs, probes)
+            else:
+                unsorted.append(True)
+        if unsorted:
+            hits = self._search(probes, unsorted) if self._searches < _SEARCHES_BEFORE_SORT else None
+            if hits is not None:
+                self._searches += 1
+                out += hits
+            else:
+                for is_func in unsorted:
+                    order = self._func_sorted_index() if is_func else self._name_sorted_index()
+                    out += self._sorted_matches(order, probes)
+        out.sort()
+        return out
+
+    def _sorted_matches(self, order: array[int], probes: list[tuple[bytes, bool]]) -> list[tuple[bytes, int]]:
+        out: list[tuple[bytes, int]] = []
+        for raw, exact in probes:
+            out += self._sorted_names_from(order, raw, exact=exact)
+        return out
+
+    def _search(self, probes: list[tuple[bytes, bool]], funcs: list[bool]) -> list[tuple[bytes, int]] | None:
+        """Records named as the probes say, found without the name indexes: the string sections give the
+        offsets of the names, and one pass of a regex over the type section the records whose first word is
+        one of them and whose info word has a wanted kind (FUNC if True in `funcs`, the named kinds if
+        False). Only the records up to the last hit are walked. None when the probes match too many
+        strings (a short prefix): the sorted index answers those."""
+        offsets: dict[int, bytes | None] = {}  # name offset -> the name (None: look it up)
+        for raw, exact in probes:
+            found = self._string_offsets(raw, exact=exact, limit=_MAX_SEARCHED_OFFSETS)
+            if found is None or len(offsets) + len(found) > _MAX_SEARCHED_OFFSETS:
+                return None
+            for off in found:
+                offsets[off] = raw if exact else None
+        if not offsets:
+            return []
+        import re  # only a lookup in a large spec needs it (~4 ms of import)
+
+        kinds = [Kind.FUNC] if True in funcs else []
+        if False in funcs:
+            kinds += sorted(_NAMED_KINDS)
+        # The name offset, then the info word: vlen (2 bytes), 0, kind (with or without kflag). One regex
+        # per offset: a literal start lets the regex engine skip ahead (~2 ms over vmlinux's 3 MB of
+        # records), an alternation of offsets would try every position (~10x slower).
+        info = b"..\\x00[" + b"".join(re.escape(bytes([k, k | 0x80])) for k in kinds) + b"]"
+        buf, start = self._buf, self._types_start
+        end = start + self._types_len
+        w, walked = self._words, self._offsets
+        out: list[tuple[bytes, int]] = []
+        for off, name in offsets.items():
+            search = re.compile(re.escape(off.to_bytes(4, "little")) + info, re.DOTALL).search
+            hit = search(buf, start, end)
+            while hit is not None:
+                at = hit.start()
+                if not (at - start) & 3:
+                    pos = (at - start) >> 2
+                    self._walk(pos)
+                    i = bisect_left(walked, pos)
+                    if i < len(walked) and walked[i] == pos:  # a record starts there (not a word inside one)
+                        out.append((name or self._string_bytes(w[pos]), pos))
+                hit = search(buf, at + 1, end)
+        return out
 
     def _name_key(self) -> Callable[[int], bytes]:
         """The sort key of the name-sorted indexes, from a record's word offset: the first bytes at its
@@ -483,6 +595,7 @@ class Spec:
         """Word offsets of the named types other than FUNCs, sorted by name (built on the first lookup,
         then added to the on-disk index)."""
         if not self._named_sorted:
+            self._walk()
             self._named = self._sort_by_name(self._named)
             self._named_sorted = True
             self._save_index()
@@ -492,9 +605,9 @@ class Spec:
         """Word offsets of the FUNC types sorted by name (built once FUNC lookups are frequent enough,
         then added to the on-disk index)."""
         if not self._funcs_sorted:
+            self._walk()
             self._funcs = self._sort_by_name(self._funcs)
             self._funcs_sorted = True
-            self._func_name_offs = self._func_offs_sorted = None
             self._save_index()
         return self._funcs
 
@@ -516,63 +629,17 @@ class Spec:
             keep = [i for i in keep if offs[i]]
         return array("I", [positions[i] for i in keep])
 
-    def _func_matches(self, raw: bytes, *, exact: bool) -> list[tuple[bytes, int]]:
-        """(name, record word offset) of the FUNCs named `raw` (exact) or starting with it, by name then id.
-
-        Until FUNC lookups are frequent, a lookup searches the string section for the name (~1.5 ms for
-        vmlinux) and the FUNCs' name offsets for its offset, rather than sorting 56k names (~15 ms).
-        """
-        if not self._funcs_sorted and raw and self._func_searches < _FUNC_SEARCHES_BEFORE_SORT:
-            offsets = self._string_offsets(raw, exact=exact)
-            if offsets is not None:
-                self._func_searches += 1
-                out: list[tuple[bytes, int]] = []
-                funcs = self._funcs
-                if len(offsets) > 2:  # many strings (mostly tails of others): bisect the sorted offsets
-                    sorted_offs, which = self._funcs_by_name_offset()
-                    for off in offsets:
-                        i = bisect_left(sorted_offs, off)
-                        while i < len(sorted_offs) and sorted_offs[i] == off:
-                            out.append((raw if exact else self._string_bytes(off), funcs[which[i]]))
-                            i += 1
-                elif offsets:  # search the name offsets (~0.2 ms each for vmlinux)
-                    name_offs = self._func_name_offsets().tobytes()
-                    for off in offsets:
-                        needle = off.to_bytes(4, "little")
-                        hit = name_offs.find(needle)
-                        while hit >= 0:
-                            if not hit & 3:
-                                out.append((raw if exact else self._string_bytes(off), funcs[hit >> 2]))
-                            hit = name_offs.find(needle, hit + 1)
-                out.sort()
-                return out
-        return sorted(self._sorted_names_from(self._func_sorted_index(), raw, exact=exact))
-
-    def _func_name_offsets(self) -> array[int]:
-        """The name offset of each FUNC record of `_funcs` (in id order), kept in the on-disk index."""
-        if self._func_name_offs is None:
-            w = self._words
-            self._func_name_offs = array("I", [w[pos] for pos in self._funcs])
-            self._save_index()
-        return self._func_name_offs
-
-    def _funcs_by_name_offset(self) -> tuple[list[int], list[int]]:
-        """The FUNC name offsets sorted, and for each its FUNC's index in `_funcs`."""
-        if self._func_offs_sorted is None:
-            offs = self._func_name_offsets().tolist()
-            which = sorted(range(len(offs)), key=offs.__getitem__)  # nearly sorted already: fast
-            self._func_offs_sorted = ([offs[i] for i in which], which)
-        return self._func_offs_sorted
-
-    def _string_offsets(self, raw: bytes, *, exact: bool, limit: int = 20000) -> list[int] | None:
-        """Offsets of the strings equal to `raw` (exact) or starting with it, in this spec's string
+    def _string_offsets(self, raw: bytes, *, exact: bool, limit: int) -> list[int] | None:
+        """Offsets of the whole strings equal to `raw` (exact) or starting with it, in this spec's string
         section and its base's; None when there are more than `limit`.
 
-        Every occurrence counts, not only those after a NUL: a name may be the tail of another string.
+        Only whole strings count, not a name that is the tail of another string: BTF writers (libbpf's
+        string set, which pahole uses, and LLVM) keep each string whole, so kernel BTF never points a
+        name into the middle of another. Counting tails would multiply the searches of the type section.
         """
-        if b"\0" in raw:
+        if not raw or b"\0" in raw:
             return []
-        pattern = raw + b"\0" if exact else raw
+        pattern = b"\0" + raw + (b"\0" if exact else b"")
         out: list[int] = []
         spec: Spec | None = self
         while spec is not None:
@@ -580,13 +647,15 @@ class Spec:
             end = start + spec._str_len
             find = buf.find
             append = out.append
-            rebase = spec._str_base - start
+            rebase = spec._str_base - start + 1
+            if buf[start : start + len(pattern) - 1] == pattern[1:]:  # a split section's first string
+                append(spec._str_base)
             hit = find(pattern, start, end)
             while hit >= 0:
+                if len(out) == limit:
+                    return None
                 append(rebase + hit)
                 hit = find(pattern, hit + 1, end)
-            if len(out) > limit:
-                return None
             spec = spec.base
         return out
 
@@ -613,16 +682,12 @@ class Spec:
         """Write the index to the disk cache (when this spec came through load_cached): the arrays go
         to the file as they are, in one writev."""
         path = self._cache_file
-        if path is None:
+        if path is None or self._walk_at < len(self._words):  # only a whole walk is worth keeping
             return
-        arrays = [self._offsets, self._named, self._funcs]
-        if self._func_name_offs is not None:
-            arrays.append(self._func_name_offs)
         header = _INDEX_HEADER.pack(_INDEX_MAGIC, _INDEX_VERSION, len(self._offsets), len(self._named),
-                                    self._named_sorted, len(self._funcs), self._funcs_sorted,
-                                    len(arrays[3]) if len(arrays) > 3 else 0)
+                                    self._named_sorted, len(self._funcs), self._funcs_sorted)
         try:
-            write_atomically(path, [header, *arrays])
+            write_atomically(path, [header, self._offsets, self._named, self._funcs])
         except OSError:
             pass  # a read-only home only costs speed
 
@@ -674,12 +739,10 @@ def _read_index(path: str, n_words: int) -> _Index | None:
     hsize = _INDEX_HEADER.size
     if len(raw) < hsize:
         return None
-    magic, version, n_offsets, n_named, named_sorted, n_funcs, funcs_sorted, n_name_offs = (
-        _INDEX_HEADER.unpack_from(raw))
-    counts = (n_offsets, n_named, n_funcs, n_name_offs)
+    magic, version, n_offsets, n_named, named_sorted, n_funcs, funcs_sorted = _INDEX_HEADER.unpack_from(raw)
+    counts = (n_offsets, n_named, n_funcs)
     if (magic != _INDEX_MAGIC or version != _INDEX_VERSION or len(raw) != hsize + 4 * sum(counts)
-            or named_sorted > 1 or funcs_sorted > 1 or n_name_offs not in (0, n_funcs)
-            or (funcs_sorted and n_name_offs)):
+            or named_sorted > 1 or funcs_sorted > 1):
         return None
     view = memoryview(raw)
     arrays = []
@@ -689,31 +752,28 @@ def _read_index(path: str, n_words: int) -> _Index | None:
         a.frombytes(view[start : start + 4 * count])
         arrays.append(a)
         start += 4 * count
-    offsets, named, funcs, name_offs = arrays
+    offsets, named, funcs = arrays
     if offsets and offsets[-1] >= n_words:
         return None
-    return offsets, named, bool(named_sorted), funcs, bool(funcs_sorted), name_offs if n_name_offs else None
+    return offsets, named, bool(named_sorted), funcs, bool(funcs_sorted)
 
 
 def load_cached(path: str, base: Spec | None = None) -> Spec:
-    """Load a BTF file with its index from the disk cache (written on first use)."""
+    """Load a BTF file with its index from the disk cache. A small spec's index is written at once; a large
+    one (vmlinux) is walked lazily, and its index written once its names are sorted (see `_large_matches`)."""
     data = _read_btf(path)
     key = _cache_key(path, data) + (f"-{_cache_key(base.name, base._buf)}" if base is not None else "")
     cache_file = os.path.join(cache_root(), "btf-index", f"{key}.idx{_INDEX_VERSION}")
     n_words = (len(data) - HEADER.size) // 4  # bounds any record offset
     index = _read_index(cache_file, n_words)
     spec = Spec(data, base, name=path, _index=index)
-    if index is None and spec.next_id - spec.first_id >= _SMALL_SPEC:
-        # Its first name lookup (CO-RE, attach by name) would sort the names and rewrite the index: sort them
-        # now (no _cache_file yet: nothing written), so that the first write has them.
-        spec._name_sorted_index()
     spec._cache_file = cache_file
     if index is None:
-        spec._save_index()
+        spec._save_index()  # written now if walked already (small specs)
     else:
-        # A process that finds the cache sorts the FUNC names on its first FUNC lookup and saves them, so only
-        # the cold process pays the per-lookup string search and every later one finds them sorted.
-        spec._func_searches = _FUNC_SEARCHES_BEFORE_SORT
+        # A process that finds the cache sorts what is still unsorted (the FUNC names) on its first lookup
+        # and saves it, so only the first process pays searches and every later one finds the names sorted.
+        spec._searches = _SEARCHES_BEFORE_SORT
     return spec
 
 
