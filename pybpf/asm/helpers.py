@@ -1,38 +1,43 @@
 """Names of BPF helper functions, taken from the generated kernel enum (never retyped here).
 
-The enum lives in :mod:`pybpf._sys.types` (``BpfFuncId``, generated from kernel BTF). It is imported on
-first use so that ``pybpf.asm`` stays importable and cheap even where that module is missing.
+The enum lives in :mod:`pybpf._sys.types` (``BpfFuncId``, generated from kernel BTF, whose members are also
+plain ints there: ``BPF_FUNC_map_lookup_elem = 1``). It is imported on first use so that ``pybpf.asm``
+stays importable and cheap even where that module is missing.
 """
 
 from __future__ import annotations
 
-import functools
-import importlib
+import sys
+
+from pybpf._lazy import cache
 
 __all__ = ["helper_id", "helper_name", "helper_names"]
 
 _ENUM_PREFIX = "BPF_FUNC_"
 
 
-@functools.cache
+@cache
 def helper_names() -> dict[int, str]:
     """Map helper id -> C name (``1 -> "bpf_map_lookup_elem"``); empty if the enum is unavailable."""
     try:
-        types = importlib.import_module("pybpf._sys.types")
-        enum_cls = types.BpfFuncId
-    except (ImportError, AttributeError):
+        __import__("pybpf._sys.types")  # not importlib.import_module: importing importlib costs ~0.7 ms
+    except ImportError:
         return {}
+    types = sys.modules["pybpf._sys.types"]
     names: dict[int, str] = {}
-    for member in enum_cls:
-        name = member.name.removeprefix(_ENUM_PREFIX)
+    # The plain-int members, in the kernel's order (not the enum class: building it imports enum).
+    for constant, value in vars(types).items():
+        if not constant.startswith(_ENUM_PREFIX) or not isinstance(value, int):
+            continue
+        name = constant.removeprefix(_ENUM_PREFIX)
         if name == "unspec":
             continue
         # Aliases (two names, one id) keep the first, which is the kernel's canonical name.
-        names.setdefault(int(member.value), "bpf_" + name)
+        names.setdefault(value, "bpf_" + name)
     return names
 
 
-@functools.cache
+@cache
 def _ids_by_name() -> dict[str, int]:
     return {name: helper for helper, name in helper_names().items()}
 
