@@ -8,18 +8,16 @@ to that namespace for their whole life, so a netlink attachment is undone in the
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import errno as _errno
 import os
-import socket
+from _socket import if_indextoname, if_nametoindex  # `socket` itself imports enum (~3 ms of start-up)
 
 from pybpf._sys.fd import FD
 from pybpf.errors import BPFError, NotSupportedError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from typing import Any
 
 __all__ = ["NETNS_DIR", "device_where", "in_netns", "netlink_errno", "open_iproute", "open_netns", "resolve_ifindex"]
@@ -53,18 +51,32 @@ def _setns(fd: int, what: str) -> None:
         raise BPFError(f"entering network namespace {what} failed (needs CAP_SYS_ADMIN)", err, "setns")
 
 
-@contextlib.contextmanager
-def in_netns(netns: NetnsLike | None) -> Iterator[None]:
+class in_netns:  # noqa: N801 - reads as a function: `with in_netns(netns):` (a class: contextlib costs start-up)
     """Run the block with the calling thread inside `netns` (None: stay where it is)."""
-    if netns is None:
-        yield
-        return
-    with open_netns(netns) as target, open_netns(None) as home:
-        _setns(int(target), str(netns))
-        try:
-            yield
-        finally:
-            _setns(int(home), "of the caller (going back)")
+
+    __slots__ = ("_home", "_netns")
+
+    def __init__(self, netns: NetnsLike | None) -> None:
+        self._netns = netns
+        self._home: FD | None = None
+
+    def __enter__(self) -> None:
+        if self._netns is None:
+            return
+        with open_netns(self._netns) as target:
+            home = open_netns(None)
+            try:
+                _setns(int(target), str(self._netns))
+            except BaseException:
+                home.close()
+                raise
+        self._home = home
+
+    def __exit__(self, *exc_info: object) -> None:
+        home, self._home = self._home, None
+        if home is not None:
+            with home:
+                _setns(int(home), "of the caller (going back)")
 
 
 def resolve_ifindex(iface: str | int) -> tuple[int, str]:
@@ -73,12 +85,12 @@ def resolve_ifindex(iface: str | int) -> tuple[int, str]:
         if iface <= 0:
             raise ValueError(f"bad interface index {iface}")
         try:
-            return iface, socket.if_indextoname(iface)
+            return iface, if_indextoname(iface)
         except OSError:
             raise BPFError(f"no network interface with index {iface} in this network namespace",
                            _errno.ENODEV) from None
     try:
-        return socket.if_nametoindex(iface), iface
+        return if_nametoindex(iface), iface
     except OSError:
         raise BPFError(f"no network interface {iface!r} in this network namespace (pass netns= when it lives "
                        "in another one)", _errno.ENODEV) from None

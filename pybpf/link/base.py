@@ -339,7 +339,7 @@ def use_link(kind: str, legacy: bool | None, detail: str = "") -> bool:
 def prog_attach(
     program: Program,
     target: FD | int,
-    attach_type: T.AttachType,
+    attach_type: T.AttachType | int,
     *,
     flags: int = 0,
     what: str,

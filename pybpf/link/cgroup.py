@@ -27,30 +27,48 @@ if TYPE_CHECKING:
 __all__ = ["CgroupLink", "attach_cgroup", "cgroup2_root", "cgroup_attach_type", "open_cgroup"]
 
 # Attach types of each cgroup program type: what a program may be attached as when its section did not
-# say (and what an explicit attach_type is checked against).
-_ATTACH_TYPES_BY_PROG: dict[T.ProgType, tuple[T.AttachType, ...]] = {
-    T.ProgType.CGROUP_SKB: (T.AttachType.CGROUP_INET_INGRESS, T.AttachType.CGROUP_INET_EGRESS),
-    T.ProgType.CGROUP_SOCK: (T.AttachType.CGROUP_INET_SOCK_CREATE, T.AttachType.CGROUP_INET_SOCK_RELEASE,
-                             T.AttachType.CGROUP_INET4_POST_BIND, T.AttachType.CGROUP_INET6_POST_BIND),
-    T.ProgType.SOCK_OPS: (T.AttachType.CGROUP_SOCK_OPS,),
-    T.ProgType.CGROUP_DEVICE: (T.AttachType.CGROUP_DEVICE,),
-    T.ProgType.CGROUP_SYSCTL: (T.AttachType.CGROUP_SYSCTL,),
-    T.ProgType.CGROUP_SOCKOPT: (T.AttachType.CGROUP_GETSOCKOPT, T.AttachType.CGROUP_SETSOCKOPT),
-    T.ProgType.CGROUP_SOCK_ADDR: tuple(a for a in T.AttachType if a.name.startswith("CGROUP_") and any(
-        k in a.name for k in ("BIND", "CONNECT", "SENDMSG", "RECVMSG", "GETPEERNAME", "GETSOCKNAME"))
-        and "POST_BIND" not in a.name),
-    T.ProgType.LSM: (T.AttachType.LSM_CGROUP,),
+# say (and what an explicit attach_type is checked against). Kept as kernel names (AttachType member names)
+# and ints, so that attaching builds no enum.
+_ATTACH_NAMES_BY_PROG: dict[int, tuple[str, ...]] = {
+    T.BPF_PROG_TYPE_CGROUP_SKB: ("CGROUP_INET_INGRESS", "CGROUP_INET_EGRESS"),
+    T.BPF_PROG_TYPE_CGROUP_SOCK: ("CGROUP_INET_SOCK_CREATE", "CGROUP_INET_SOCK_RELEASE", "CGROUP_INET4_POST_BIND",
+                                  "CGROUP_INET6_POST_BIND"),
+    T.BPF_PROG_TYPE_SOCK_OPS: ("CGROUP_SOCK_OPS",),
+    T.BPF_PROG_TYPE_CGROUP_DEVICE: ("CGROUP_DEVICE",),
+    T.BPF_PROG_TYPE_CGROUP_SYSCTL: ("CGROUP_SYSCTL",),
+    T.BPF_PROG_TYPE_CGROUP_SOCKOPT: ("CGROUP_GETSOCKOPT", "CGROUP_SETSOCKOPT"),
+    # every CGROUP_*{BIND,CONNECT,SENDMSG,RECVMSG,GETPEERNAME,GETSOCKNAME} but the POST_BINDs
+    T.BPF_PROG_TYPE_CGROUP_SOCK_ADDR: (
+        "CGROUP_INET4_BIND", "CGROUP_INET6_BIND", "CGROUP_INET4_CONNECT", "CGROUP_INET6_CONNECT",
+        "CGROUP_UDP4_SENDMSG", "CGROUP_UDP6_SENDMSG", "CGROUP_UDP4_RECVMSG", "CGROUP_UDP6_RECVMSG",
+        "CGROUP_INET4_GETPEERNAME", "CGROUP_INET6_GETPEERNAME", "CGROUP_INET4_GETSOCKNAME",
+        "CGROUP_INET6_GETSOCKNAME", "CGROUP_UNIX_CONNECT", "CGROUP_UNIX_SENDMSG", "CGROUP_UNIX_RECVMSG",
+        "CGROUP_UNIX_GETPEERNAME", "CGROUP_UNIX_GETSOCKNAME"),
+    T.BPF_PROG_TYPE_LSM: ("LSM_CGROUP",),
+}
+_ATTACH_TYPE_VALUES: dict[str, int] = {
+    name: getattr(T, "BPF_" + name) for names in _ATTACH_NAMES_BY_PROG.values() for name in names
+}
+_ATTACH_TYPE_NAMES: dict[int, str] = {value: name for name, value in _ATTACH_TYPE_VALUES.items()}
+_ATTACH_TYPES_BY_PROG: dict[int, tuple[int, ...]] = {
+    prog_type: tuple(_ATTACH_TYPE_VALUES[name] for name in names)
+    for prog_type, names in _ATTACH_NAMES_BY_PROG.items()
 }
 
 
 class CgroupLink(Link):
     """A cgroup attachment: `cgroup` (path or "fd N"), `attach_type`, `legacy` True for BPF_PROG_ATTACH."""
 
-    def __init__(self, program: Program, target: str, *, cgroup: str, attach_type: T.AttachType,
+    def __init__(self, program: Program, target: str, *, cgroup: str, attach_type: T.AttachType | int,
                  fd: FD | None = None, undo: list[Callable[[], None]] | None = None) -> None:
         super().__init__(program, "cgroup", target, fd=fd, undo=undo or [])
         self.cgroup = cgroup
-        self.attach_type = attach_type
+        self._attach_type = int(attach_type)
+
+    @property
+    def attach_type(self) -> T.AttachType:
+        """The attach type (an AttachType, built when asked for: attaching builds no enum)."""
+        return T.AttachType(self._attach_type)
 
     @property
     def legacy(self) -> bool:
@@ -102,10 +120,40 @@ def open_cgroup(cgroup: str | os.PathLike[str] | int | FD) -> tuple[FD, str]:
         raise BPFError(f"{path} is not a cgroup directory", _errno.ENOTDIR) from None
 
 
-def _resolve_attach_type(program: Program, attach_type: str | T.AttachType | None) -> T.AttachType:
-    return resolve_attach_type(program, attach_type, _ATTACH_TYPES_BY_PROG, hook="a cgroup",
-                               takes="cgroup (SEC(\"cgroup/...\"), SEC(\"cgroup_skb/...\"), SEC(\"sockops\"), ...)",
-                               parse=cgroup_attach_type)
+def _resolve_attach_type(program: Program, attach_type: str | T.AttachType | None) -> int:
+    """The attach type `attach_cgroup` uses: the program's own (or the only one its type has), or an
+    attach type name, looked up without enums; anything else (an AttachType, a section spelling, every
+    error) is left to `resolve_attach_type`."""
+    allowed = _ATTACH_TYPES_BY_PROG.get(program.prog_type)
+    if allowed is not None:
+        if attach_type is None:
+            own = program.expected_attach_type
+            if own is None:
+                if len(allowed) == 1:
+                    return allowed[0]
+            elif own in allowed:
+                return own
+        elif isinstance(attach_type, str):
+            found = _attach_type_value(attach_type)
+            if found is not None and found in allowed:
+                return found
+    by_prog = {T.ProgType(p): tuple(T.AttachType(a) for a in types) for p, types in _ATTACH_TYPES_BY_PROG.items()}
+    takes = "cgroup (SEC(\"cgroup/...\"), SEC(\"cgroup_skb/...\"), SEC(\"sockops\"), ...)"
+    return int(resolve_attach_type(program, attach_type, by_prog, hook="a cgroup", takes=takes,
+                                   parse=cgroup_attach_type))
+
+
+def _attach_type_value(name: str) -> int | None:
+    """What `cgroup_attach_type(name)` gives for the names of cgroup attach types ("ingress",
+    "CGROUP_SYSCTL", "sock_create"), as an int; None where it has to decide."""
+    upper = name.upper().removeprefix("BPF_")
+    for candidate in (upper, "CGROUP_" + upper, "CGROUP_INET_" + upper):
+        value = _ATTACH_TYPE_VALUES.get(candidate)
+        if value is not None:
+            return value
+        if hasattr(T, "BPF_" + candidate):
+            return None  # perhaps an attach type of other hooks
+    return None
 
 
 def attach_cgroup(
@@ -122,20 +170,23 @@ def attach_cgroup(
     `legacy=True`. `legacy=False` insists on a BPF link."""
     kind = _resolve_attach_type(program, attach_type)
     cg_fd, cg_name = open_cgroup(cgroup)
-    where = f"{cg_name} ({kind.name.lower()})"
+    where = f"{cg_name} ({_ATTACH_TYPE_NAMES[kind].lower()})"
     try:
         if flags:
             if legacy is False:
                 raise ValueError("flags apply to BPF_PROG_ATTACH only; cgroup links always allow several programs")
             legacy = True
-        if use_link("cgroup_link", legacy, f"cannot attach {program.name!r}; use legacy=True (BPF_PROG_ATTACH)"):
-            attr = T.LinkCreateAttr(prog_fd=int(program.fd), target_fd=int(cg_fd), attach_type=int(kind))
+        if not legacy:
+            # The link is tried first: whether the kernel has cgroup links (a feature probe, which imports
+            # pybpf.features) is asked only when it refuses.
+            attr = T.LinkCreateAttr(prog_fd=int(program.fd), target_fd=int(cg_fd), attach_type=kind)
             ret = bpf_errno(T.BPF_LINK_CREATE, attr)
-            if ret < 0:
+            if ret >= 0:
+                return CgroupLink(program, where, cgroup=cg_name, attach_type=kind, fd=FD(ret))
+            if use_link("cgroup_link", legacy, f"cannot attach {program.name!r}; use legacy=True (BPF_PROG_ATTACH)"):
                 raise attach_error(f"{program.name!r}", f"cgroup {where}", -ret, "BPF_LINK_CREATE", _HINTS)
-            return CgroupLink(program, where, cgroup=cg_name, attach_type=kind, fd=FD(ret))
-        undo = prog_attach(program, cg_fd, kind, flags=flags or T.BPF_F_ALLOW_MULTI, what=f"{program.name!r}",
-                           where=f"cgroup {where}", hints=_HINTS)
+        undo = prog_attach(program, cg_fd, kind, flags=flags or T.BPF_F_ALLOW_MULTI,
+                           what=f"{program.name!r}", where=f"cgroup {where}", hints=_HINTS)
         return CgroupLink(program, where, cgroup=cg_name, attach_type=kind, undo=[undo])
     finally:
         cg_fd.close()  # a link or attachment holds the cgroup itself; prog_attach keeps its own dup

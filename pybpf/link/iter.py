@@ -30,6 +30,13 @@ __all__ = ["IterLink", "attach_iter"]
 
 
 _READ_CHUNK = 64 * 1024
+# bpftool's names of the cgroup iterator orders (enum bpf_cgroup_iter_order, as ints: no enum is built)
+_CGROUP_ORDERS: dict[str, int] = {
+    "self_only": T.BPF_CGROUP_ITER_SELF_ONLY,
+    "descendants_pre": T.BPF_CGROUP_ITER_DESCENDANTS_PRE,
+    "descendants_post": T.BPF_CGROUP_ITER_DESCENDANTS_POST,
+    "ancestors_up": T.BPF_CGROUP_ITER_ANCESTORS_UP,
+}
 
 
 class IterLink(Link):
@@ -87,7 +94,7 @@ def attach_iter(
     (``iter/bpf_map_elem``, ``iter/bpf_sk_storage_map``, ``iter/sockmap``); `cgroup` (path or fd) and
     `order` for ``iter/cgroup``; `tid`, `pid` or `pid_fd` to restrict ``iter/task*`` to one task or process.
     """
-    if program.type != T.ProgType.TRACING or program.attach_type not in (T.AttachType.TRACE_ITER, None):
+    if program.prog_type != T.BPF_PROG_TYPE_TRACING or program.expected_attach_type not in (T.BPF_TRACE_ITER, None):
         raise BPFError(f"program {program.name!r} is not an iterator program (SEC(\"iter/...\"))", _errno.EINVAL)
     info: T.IterLinkInfo | None = None
     cg_fd: FD | None = None
@@ -98,11 +105,15 @@ def attach_iter(
         target += f" map fd {_fd_of(map)}"
     elif cgroup is not None:
         if isinstance(order, str):  # bpftool's names: "self_only", "descendants_pre", ...
-            try:
-                order = T.CgroupIterOrder[order.upper()]
-            except KeyError:
-                names = ", ".join(o.name.lower() for o in T.CgroupIterOrder if o)
-                raise ValueError(f"unknown cgroup iterator order {order!r}; one of {names}") from None
+            known = _CGROUP_ORDERS.get(order.lower())
+            if known is not None:
+                order = known
+            else:
+                try:
+                    order = T.CgroupIterOrder[order.upper()]
+                except KeyError:
+                    names = ", ".join(o.name.lower() for o in T.CgroupIterOrder if o)
+                    raise ValueError(f"unknown cgroup iterator order {order!r}; one of {names}") from None
         from pybpf.link.cgroup import open_cgroup
 
         cg_fd, _ = open_cgroup(cgroup)
@@ -111,7 +122,7 @@ def attach_iter(
     elif tid or pid or pid_fd:
         info = T.IterLinkInfo(task=T.IterLinkInfo_Task(tid=tid, pid=pid, pid_fd=pid_fd))
         target += f" tid {tid}" if tid else (f" pid {pid}" if pid else f" pidfd {pid_fd}")
-    attr = T.LinkCreateAttr(prog_fd=int(program.fd), attach_type=int(T.AttachType.TRACE_ITER))
+    attr = T.LinkCreateAttr(prog_fd=int(program.fd), attach_type=T.BPF_TRACE_ITER)
     if info is not None:
         attr.iter_info = ctypes.addressof(info)
         attr.iter_info_len = ctypes.sizeof(info)

@@ -82,7 +82,7 @@ def attach_kprobe(
     tracefs only). `legacy` forces (True) or forbids (False) the tracefs path; by default the kprobe PMU
     is used when the kernel has one. Raises NotSupportedError on kernels without kprobes.
     """
-    if program.type != T.ProgType.KPROBE:
+    if program.prog_type != T.BPF_PROG_TYPE_KPROBE:
         kind = prog_type_name(program)
         raise BPFError(f"program {program.name!r} is {kind}, not a kprobe program (SEC(\"kprobe/...\"))",
                        _errno.EINVAL)
@@ -239,7 +239,8 @@ def attach_kprobe_multi(
     """
     if (pattern is not None) + (symbols is not None) + (addresses is not None) != 1:
         raise ValueError("attach_kprobe_multi needs exactly one of pattern, symbols= or addresses=")
-    if program.attach_type not in (T.AttachType.TRACE_KPROBE_MULTI, None) or program.type != T.ProgType.KPROBE:
+    if (program.expected_attach_type not in (T.BPF_TRACE_KPROBE_MULTI, None)
+            or program.prog_type != T.BPF_PROG_TYPE_KPROBE):
         raise BPFError(f"program {program.name!r} is not a kprobe.multi program (SEC(\"kprobe.multi/...\"), "
                        "loaded with expected attach type TRACE_KPROBE_MULTI)", _errno.EINVAL)
     kind = "kretprobe.multi" if retprobe else "kprobe.multi"
@@ -257,7 +258,7 @@ def attach_kprobe_multi(
     if cookies is not None and len(cookies) != count:
         raise ValueError(f"{kind}: {len(cookies)} cookies for {count} functions")
     keep: list[object] = []
-    attr = T.LinkCreateAttr(prog_fd=int(program.fd), attach_type=int(T.AttachType.TRACE_KPROBE_MULTI))
+    attr = T.LinkCreateAttr(prog_fd=int(program.fd), attach_type=T.BPF_TRACE_KPROBE_MULTI)
     attr.kprobe_multi.flags = T.BPF_F_KPROBE_MULTI_RETURN if retprobe else 0
     attr.kprobe_multi.cnt = count
     if addresses is not None:

@@ -23,7 +23,11 @@ if TYPE_CHECKING:
 
 __all__ = ["attach_netns"]
 
-_ATTACH_TYPES = {T.ProgType.SK_LOOKUP: T.AttachType.SK_LOOKUP, T.ProgType.FLOW_DISSECTOR: T.AttachType.FLOW_DISSECTOR}
+# program type -> (attach type, hook name)
+_ATTACH_TYPES: dict[int, tuple[int, str]] = {
+    T.BPF_PROG_TYPE_SK_LOOKUP: (T.BPF_SK_LOOKUP, "sk_lookup"),
+    T.BPF_PROG_TYPE_FLOW_DISSECTOR: (T.BPF_FLOW_DISSECTOR, "flow_dissector"),
+}
 _HINTS = {_errno.E2BIG: "too many programs on this hook",
           _errno.EEXIST: "a flow dissector is already attached to this namespace"}
 
@@ -31,15 +35,15 @@ _HINTS = {_errno.E2BIG: "too many programs on this hook",
 def attach_netns(program: Program, netns: NetnsLike | None = None) -> Link:
     """Attach an sk_lookup or flow_dissector program to a network namespace: None (this thread's), a name
     from ``ip netns``, a path (/run/netns/NAME, /proc/PID/ns/net) or an fd."""
-    kind = _ATTACH_TYPES.get(program.type) if isinstance(program.type, T.ProgType) else None
-    if kind is None:
+    found = _ATTACH_TYPES.get(program.prog_type)
+    if found is None:
         raise BPFError(f"program {program.name!r} is a {prog_type_name(program)} program; network namespaces take "
                        "SEC(\"sk_lookup\") and SEC(\"flow_dissector\") programs", _errno.EINVAL)
-    hook = kind.name.lower()
+    kind, hook = found
     what = f"{program.name!r} ({hook})"
     where = f"network namespace {netns if netns is not None else '(current)'}"
     with open_netns(netns) as ns_fd:
-        attr = T.LinkCreateAttr(prog_fd=int(program.fd), target_fd=int(ns_fd), attach_type=int(kind))
+        attr = T.LinkCreateAttr(prog_fd=int(program.fd), target_fd=int(ns_fd), attach_type=kind)
         ret = bpf_errno(T.BPF_LINK_CREATE, attr)
         if ret >= 0:
             return Link(program, hook, where, fd=FD(ret))
@@ -47,13 +51,14 @@ def attach_netns(program: Program, netns: NetnsLike | None = None) -> Link:
         # Tried first: the netns_link probe loads an sk_lookup program, which 5.8 (netns links, no
         # sk_lookup) lacks.
         if err == _errno.EINVAL and not use_link("netns_link", None):
-            if kind == T.AttachType.SK_LOOKUP:
+            if kind == T.BPF_SK_LOOKUP:
                 from pybpf.features.versions import first_kernel
 
                 raise NotSupportedError("sk_lookup programs", first_kernel("prog_type", T.ProgType.SK_LOOKUP), err)
             # BPF_PROG_ATTACH of a flow dissector applies to the caller's namespace: enter it (and keep
             # its fd for the detach).
-            undo = prog_attach(program, ns_fd, kind, what=what, where=where, hints=_HINTS, send_target=False,
+            undo = prog_attach(program, ns_fd, kind, what=what, where=where,
+                               hints=_HINTS, send_target=False,
                                ctx=lambda fd: in_netns(fd if netns is not None else None))
             return Link(program, hook, where, undo=[undo])
         raise attach_error(what, where, err, "BPF_LINK_CREATE", _HINTS)

@@ -67,32 +67,39 @@ def pmu_info(name: str) -> tuple[int, dict[str, int]] | None:
     return pmu_type, fields
 
 
+# perf(1)'s names for the generic events: (perf type, config), as ints (perf_events() has the enums).
+_SW, _HW = T.PERF_TYPE_SOFTWARE, T.PERF_TYPE_HARDWARE
+_EVENTS: dict[str, tuple[int, int]] = {
+    "cpu-clock": (_SW, T.PERF_COUNT_SW_CPU_CLOCK),
+    "task-clock": (_SW, T.PERF_COUNT_SW_TASK_CLOCK),
+    "page-faults": (_SW, T.PERF_COUNT_SW_PAGE_FAULTS),
+    "faults": (_SW, T.PERF_COUNT_SW_PAGE_FAULTS),
+    "minor-faults": (_SW, T.PERF_COUNT_SW_PAGE_FAULTS_MIN),
+    "major-faults": (_SW, T.PERF_COUNT_SW_PAGE_FAULTS_MAJ),
+    "context-switches": (_SW, T.PERF_COUNT_SW_CONTEXT_SWITCHES),
+    "cs": (_SW, T.PERF_COUNT_SW_CONTEXT_SWITCHES),
+    "cpu-migrations": (_SW, T.PERF_COUNT_SW_CPU_MIGRATIONS),
+    "alignment-faults": (_SW, T.PERF_COUNT_SW_ALIGNMENT_FAULTS),
+    "emulation-faults": (_SW, T.PERF_COUNT_SW_EMULATION_FAULTS),
+    "cycles": (_HW, T.PERF_COUNT_HW_CPU_CYCLES),
+    "cpu-cycles": (_HW, T.PERF_COUNT_HW_CPU_CYCLES),
+    "instructions": (_HW, T.PERF_COUNT_HW_INSTRUCTIONS),
+    "cache-references": (_HW, T.PERF_COUNT_HW_CACHE_REFERENCES),
+    "cache-misses": (_HW, T.PERF_COUNT_HW_CACHE_MISSES),
+    "branch-instructions": (_HW, T.PERF_COUNT_HW_BRANCH_INSTRUCTIONS),
+    "branches": (_HW, T.PERF_COUNT_HW_BRANCH_INSTRUCTIONS),
+    "branch-misses": (_HW, T.PERF_COUNT_HW_BRANCH_MISSES),
+    "bus-cycles": (_HW, T.PERF_COUNT_HW_BUS_CYCLES),
+    "ref-cycles": (_HW, T.PERF_COUNT_HW_REF_CPU_CYCLES),
+}
+
+
 @cache
 def perf_events() -> dict[str, tuple[T.PerfType, int]]:
-    """perf(1)'s names for the generic events (built on first use: it needs three generated enums)."""
-    return {
-        "cpu-clock": (T.PerfType.SOFTWARE, T.PerfSwId.CPU_CLOCK),
-        "task-clock": (T.PerfType.SOFTWARE, T.PerfSwId.TASK_CLOCK),
-        "page-faults": (T.PerfType.SOFTWARE, T.PerfSwId.PAGE_FAULTS),
-        "faults": (T.PerfType.SOFTWARE, T.PerfSwId.PAGE_FAULTS),
-        "minor-faults": (T.PerfType.SOFTWARE, T.PerfSwId.PAGE_FAULTS_MIN),
-        "major-faults": (T.PerfType.SOFTWARE, T.PerfSwId.PAGE_FAULTS_MAJ),
-        "context-switches": (T.PerfType.SOFTWARE, T.PerfSwId.CONTEXT_SWITCHES),
-        "cs": (T.PerfType.SOFTWARE, T.PerfSwId.CONTEXT_SWITCHES),
-        "cpu-migrations": (T.PerfType.SOFTWARE, T.PerfSwId.CPU_MIGRATIONS),
-        "alignment-faults": (T.PerfType.SOFTWARE, T.PerfSwId.ALIGNMENT_FAULTS),
-        "emulation-faults": (T.PerfType.SOFTWARE, T.PerfSwId.EMULATION_FAULTS),
-        "cycles": (T.PerfType.HARDWARE, T.PerfHwId.CPU_CYCLES),
-        "cpu-cycles": (T.PerfType.HARDWARE, T.PerfHwId.CPU_CYCLES),
-        "instructions": (T.PerfType.HARDWARE, T.PerfHwId.INSTRUCTIONS),
-        "cache-references": (T.PerfType.HARDWARE, T.PerfHwId.CACHE_REFERENCES),
-        "cache-misses": (T.PerfType.HARDWARE, T.PerfHwId.CACHE_MISSES),
-        "branch-instructions": (T.PerfType.HARDWARE, T.PerfHwId.BRANCH_INSTRUCTIONS),
-        "branches": (T.PerfType.HARDWARE, T.PerfHwId.BRANCH_INSTRUCTIONS),
-        "branch-misses": (T.PerfType.HARDWARE, T.PerfHwId.BRANCH_MISSES),
-        "bus-cycles": (T.PerfType.HARDWARE, T.PerfHwId.BUS_CYCLES),
-        "ref-cycles": (T.PerfType.HARDWARE, T.PerfHwId.REF_CPU_CYCLES),
-    }
+    """perf(1)'s names for the generic events, as (PerfType, PerfSwId or PerfHwId) (built on first use: it
+    needs three generated enums; attaching uses ints)."""
+    return {name: (T.PerfType(kind), T.PerfSwId(config) if kind == _SW else T.PerfHwId(config))
+            for name, (kind, config) in _EVENTS.items()}
 
 
 def attach_to_perf_event(program: Program, pfd: FD, *, cookie: int = 0, what: str = "") -> FD | None:
@@ -165,11 +172,11 @@ def _event_type(event: str | tuple[int, int]) -> tuple[int, int, str]:
         kind, config = event
         return int(kind), int(config), f"perf event type {int(kind)} config {int(config):#x}"
     try:
-        kind, config = perf_events()[event]
+        kind, config = _EVENTS[event]
     except KeyError:
-        raise ValueError(f"unknown perf event {event!r}; known: {', '.join(perf_events())} "
+        raise ValueError(f"unknown perf event {event!r}; known: {', '.join(_EVENTS)} "
                          "(or pass (type, config))") from None
-    return int(kind), int(config), event
+    return kind, config, event
 
 
 def _open_sampling_event(kind: int, config: int, name: str, frequency: int | None, period: int | None,
@@ -184,7 +191,7 @@ def _open_sampling_event(kind: int, config: int, name: str, frequency: int | Non
         return perf_event_open(attr, pid, cpu)
     except BPFError as exc:
         err = exc.errno or 0
-        if kind == T.PerfType.HARDWARE and err in (_errno.ENOENT, _errno.EOPNOTSUPP, _errno.ENODEV):
+        if kind == T.PERF_TYPE_HARDWARE and err in (_errno.ENOENT, _errno.EOPNOTSUPP, _errno.ENODEV):
             raise NotSupportedError(
                 f"hardware perf counter {name!r}", "", err,
                 detail=f"this machine exposes no hardware PMU ({_PMU_DIR}/cpu is missing: virtual machines "

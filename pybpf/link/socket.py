@@ -8,9 +8,9 @@ socket closes, or on detach (``SO_DETACH_BPF``/``SO_DETACH_REUSEPORT_BPF``) whil
 
 from __future__ import annotations
 
+import _socket  # `socket` itself imports enum (~3 ms of start-up); an int fd needs none of it
 import errno as _errno
 import os
-import socket as _socket
 
 from pybpf._sys import types as T
 from pybpf.errors import BPFError
@@ -18,6 +18,7 @@ from pybpf.link.base import Link, prog_type_name
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import socket
     from typing import Protocol, TypeAlias
 
     from pybpf.program import Program
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     class _HasFileno(Protocol):
         def fileno(self) -> int: ...
 
-    SocketLike: TypeAlias = _socket.socket | _HasFileno | int
+    SocketLike: TypeAlias = socket.socket | _HasFileno | int
 
 __all__ = ["attach_socket"]
 
@@ -42,16 +43,24 @@ def _fileno(sock: SocketLike) -> int:
 
 def _setsockopt(fd: int, option: int, value: int) -> None:
     # A temporary socket object over a dup: works for any socket fd without taking the caller's.
-    with _socket.socket(fileno=os.dup(fd)) as dup:
+    new = os.dup(fd)
+    try:
+        dup = _socket.socket(fileno=new)
+    except BaseException:
+        os.close(new)  # not a socket (ENOTSOCK): the socket object never owned it
+        raise
+    try:
         dup.setsockopt(_socket.SOL_SOCKET, option, value)
+    finally:
+        dup.close()
 
 
 def attach_socket(program: Program, sock: SocketLike) -> Link:
     """Attach a socket filter (or sk_reuseport) program to `sock` (a socket, anything with fileno(), or an
     fd). Detaching removes it if the socket is still open; closing the socket removes it anyway."""
-    if program.type == T.ProgType.SOCKET_FILTER:
+    if program.prog_type == T.BPF_PROG_TYPE_SOCKET_FILTER:
         kind, attach_opt, detach_opt, what = "socket_filter", SO_ATTACH_BPF, SO_DETACH_BPF, "SO_ATTACH_BPF"
-    elif program.type == T.ProgType.SK_REUSEPORT:
+    elif program.prog_type == T.BPF_PROG_TYPE_SK_REUSEPORT:
         kind, attach_opt, detach_opt, what = ("sk_reuseport", SO_ATTACH_REUSEPORT_EBPF, SO_DETACH_REUSEPORT_BPF,
                                               "SO_ATTACH_REUSEPORT_EBPF")
     else:

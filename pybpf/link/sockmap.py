@@ -22,27 +22,58 @@ if TYPE_CHECKING:
 
 __all__ = ["SOCKMAP_ATTACH_TYPES", "attach_sockmap"]
 
-SOCKMAP_ATTACH_TYPES: dict[str, T.AttachType] = {
-    "msg_verdict": T.AttachType.SK_MSG_VERDICT,
-    "stream_parser": T.AttachType.SK_SKB_STREAM_PARSER,
-    "stream_verdict": T.AttachType.SK_SKB_STREAM_VERDICT,
-    "verdict": T.AttachType.SK_SKB_VERDICT,
+# attach_type names -> attach types (ints: attaching builds no enum; SOCKMAP_ATTACH_TYPES has the enums).
+_ATTACH_TYPES: dict[str, int] = {
+    "msg_verdict": T.BPF_SK_MSG_VERDICT,
+    "stream_parser": T.BPF_SK_SKB_STREAM_PARSER,
+    "stream_verdict": T.BPF_SK_SKB_STREAM_VERDICT,
+    "verdict": T.BPF_SK_SKB_VERDICT,
 }
-_BY_PROG = {T.ProgType.SK_MSG: (T.AttachType.SK_MSG_VERDICT,),
-            T.ProgType.SK_SKB: (T.AttachType.SK_SKB_STREAM_PARSER, T.AttachType.SK_SKB_STREAM_VERDICT,
-                                T.AttachType.SK_SKB_VERDICT)}
+_BY_PROG: dict[int, tuple[int, ...]] = {
+    T.BPF_PROG_TYPE_SK_MSG: (T.BPF_SK_MSG_VERDICT,),
+    T.BPF_PROG_TYPE_SK_SKB: (T.BPF_SK_SKB_STREAM_PARSER, T.BPF_SK_SKB_STREAM_VERDICT, T.BPF_SK_SKB_VERDICT),
+}
+_NAMES = {T.BPF_SK_MSG_VERDICT: "sk_msg_verdict", T.BPF_SK_SKB_STREAM_PARSER: "sk_skb_stream_parser",
+          T.BPF_SK_SKB_STREAM_VERDICT: "sk_skb_stream_verdict", T.BPF_SK_SKB_VERDICT: "sk_skb_verdict"}
+
+if TYPE_CHECKING:
+    SOCKMAP_ATTACH_TYPES: dict[str, T.AttachType]
+
+
+def __getattr__(name: str) -> object:
+    # SOCKMAP_ATTACH_TYPES (name -> AttachType) is built when first asked for.
+    if name == "SOCKMAP_ATTACH_TYPES":
+        value = globals()[name] = {k: T.AttachType(v) for k, v in _ATTACH_TYPES.items()}
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _parse(name: str) -> T.AttachType:
     try:
-        return SOCKMAP_ATTACH_TYPES[name]
+        return T.AttachType(_ATTACH_TYPES[name])
     except KeyError:
-        raise ValueError(f"unknown sockmap attach type {name!r}; use one of {', '.join(SOCKMAP_ATTACH_TYPES)}") from None
+        raise ValueError(f"unknown sockmap attach type {name!r}; use one of {', '.join(_ATTACH_TYPES)}") from None
 
 
-def _attach_type(program: Program, attach_type: str | T.AttachType | None) -> T.AttachType:
-    return resolve_attach_type(program, attach_type, _BY_PROG, hook="a sockmap",
-                               takes="SEC(\"sk_msg\") and SEC(\"sk_skb/...\")", parse=_parse)
+def _attach_type(program: Program, attach_type: str | T.AttachType | None) -> int:
+    """The attach type of `program` (its own, or the only one its type has) or the one named, without
+    enums; anything else (an AttachType, every error) is left to `resolve_attach_type`."""
+    allowed = _BY_PROG.get(program.prog_type)
+    if allowed is not None:
+        if attach_type is None:
+            own = program.expected_attach_type
+            if own is None:
+                if len(allowed) == 1:
+                    return allowed[0]
+            elif own in allowed:
+                return own
+        elif isinstance(attach_type, str):
+            found = _ATTACH_TYPES.get(attach_type)
+            if found is not None and found in allowed:
+                return found
+    by_prog = {T.ProgType(p): tuple(T.AttachType(a) for a in types) for p, types in _BY_PROG.items()}
+    return int(resolve_attach_type(program, attach_type, by_prog, hook="a sockmap",
+                                   takes="SEC(\"sk_msg\") and SEC(\"sk_skb/...\")", parse=_parse))
 
 
 def attach_sockmap(
@@ -56,14 +87,18 @@ def attach_sockmap(
     the section's. `legacy` True forces BPF_PROG_ATTACH; None takes a BPF link where the kernel has one."""
     kind = _attach_type(program, attach_type)
     map_fd = map.fd if hasattr(map, "fd") else map
-    where = f"{getattr(map, 'name', '') or 'map fd ' + str(int(map_fd))} ({kind.name.lower()})"
-    if use_link("sockmap_link", legacy, "use legacy=True (BPF_PROG_ATTACH)"):
-        attr = T.LinkCreateAttr(prog_fd=int(program.fd), target_fd=int(map_fd), attach_type=int(kind))
+    where = f"{getattr(map, 'name', '') or 'map fd ' + str(int(map_fd))} ({_NAMES[kind]})"
+    if not legacy:
+        # The link is tried first: whether the kernel has sockmap links (a feature probe, which imports
+        # pybpf.features) is asked only when it refuses.
+        attr = T.LinkCreateAttr(prog_fd=int(program.fd), target_fd=int(map_fd), attach_type=kind)
         ret = bpf_errno(T.BPF_LINK_CREATE, attr)
-        if ret < 0:
+        if ret >= 0:
+            return Link(program, "sockmap", where, fd=FD(ret))
+        if use_link("sockmap_link", legacy, "use legacy=True (BPF_PROG_ATTACH)"):
             raise attach_error(f"{program.name!r}", where, -ret, "BPF_LINK_CREATE", _HINTS)
-        return Link(program, "sockmap", where, fd=FD(ret))
-    undo = prog_attach(program, map_fd, kind, what=f"{program.name!r}", where=where, hints=_HINTS)
+    undo = prog_attach(program, map_fd, kind, what=f"{program.name!r}", where=where,
+                       hints=_HINTS)
     return Link(program, "sockmap", where, undo=[undo])
 
 

@@ -32,9 +32,9 @@ if TYPE_CHECKING:
 
 __all__ = ["TcLink", "attach_tc", "clsact_parent", "have_tcx"]
 
-_DIRECTIONS = {"ingress": T.AttachType.TCX_INGRESS, "egress": T.AttachType.TCX_EGRESS}
+_DIRECTIONS = {"ingress": T.BPF_TCX_INGRESS, "egress": T.BPF_TCX_EGRESS}
 _ETH_P_ALL = 0x0003
-_TC_PROG_TYPES = (T.ProgType.SCHED_CLS,)
+_TC_PROG_TYPES = (T.BPF_PROG_TYPE_SCHED_CLS,)
 
 # clsact qdiscs this process created: (netns inode, ifindex) -> live links using them. The last of those
 # links to go deletes the qdisc (when no filter of anyone else is left on it).
@@ -76,7 +76,7 @@ def clsact_parent(direction: str) -> int:
 
 def _direction(program: Program, direction: str | None) -> str:
     if direction is None:
-        return "egress" if program.attach_type == T.AttachType.TCX_EGRESS else "ingress"
+        return "egress" if program.expected_attach_type == T.BPF_TCX_EGRESS else "ingress"
     if direction not in _DIRECTIONS:
         raise ValueError(f"tc direction must be 'ingress' or 'egress', not {direction!r}")
     return direction
@@ -99,24 +99,27 @@ def attach_tc(
     6.6); None takes tcx where the kernel has it. `priority`/`handle` choose the clsact filter's
     (default: after the filters already there, handle 1).
     """
-    if program.type not in _TC_PROG_TYPES:
+    if program.prog_type not in _TC_PROG_TYPES:
         raise BPFError(f"program {program.name!r} is not a tc program (SEC(\"tc\"), SEC(\"tcx/ingress\"), "
                        "SEC(\"tcx/egress\"))", _errno.EINVAL)
     direction = _direction(program, direction)
-    tcx = use_link("tcx_link", legacy, f"cannot attach {program.name!r}; use the clsact form (legacy=True or None)")
     with in_netns(netns):
         ifindex, ifname = resolve_ifindex(iface)
         where = device_where(ifname, ifindex, netns, name_suffix=direction)
-        if not tcx:
+        if legacy:
             return _attach_clsact(program, ifindex, ifname, direction, where, priority, handle)
-        attr = T.LinkCreateAttr(prog_fd=int(program.fd), target_ifindex=ifindex,
-                                attach_type=int(_DIRECTIONS[direction]))
+        # tcx is tried first: whether the kernel has it (a feature probe, which imports pybpf.features) is
+        # asked only when it refuses.
+        attr = T.LinkCreateAttr(prog_fd=int(program.fd), target_ifindex=ifindex, attach_type=_DIRECTIONS[direction])
         ret = bpf_errno(T.BPF_LINK_CREATE, attr)
-        if ret < 0:
-            hints = {_errno.ENODEV: "no such interface",
-                     _errno.EINVAL: "is it a SEC(\"tc\")/SEC(\"tcx/...\") program?"}
-            raise attach_error(f"tc program {program.name!r}", where, -ret, "BPF_LINK_CREATE", hints)
-        return TcLink(program, where, ifindex=ifindex, ifname=ifname, direction=direction, fd=FD(ret))
+        if ret >= 0:
+            return TcLink(program, where, ifindex=ifindex, ifname=ifname, direction=direction, fd=FD(ret))
+        detail = f"cannot attach {program.name!r}; use the clsact form (legacy=True or None)"
+        if not use_link("tcx_link", legacy, detail):
+            return _attach_clsact(program, ifindex, ifname, direction, where, priority, handle)
+        hints = {_errno.ENODEV: "no such interface",
+                 _errno.EINVAL: "is it a SEC(\"tc\")/SEC(\"tcx/...\") program?"}
+        raise attach_error(f"tc program {program.name!r}", where, -ret, "BPF_LINK_CREATE", hints)
 
 
 # ---- clsact + cls_bpf through rtnetlink ------------------------------------------------------------------

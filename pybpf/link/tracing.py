@@ -51,24 +51,25 @@ __all__ = [
     "resolve_attach_btf",
 ]
 
-_A = T.AttachType
 # BTF name prefix and kind of the target, per expected attach type (libbpf's find_attach_btf_id).
 _KIND_TYPEDEF = "TYPEDEF"  # pybpf.btf.Kind member names (pybpf.btf is imported only when needed)
 _KIND_FUNC = "FUNC"
 _TARGET_NAMING: dict[int, tuple[str, str]] = {
-    _A.TRACE_RAW_TP: ("btf_trace_", _KIND_TYPEDEF),
-    _A.LSM_MAC: ("bpf_lsm_", _KIND_FUNC),
-    _A.LSM_CGROUP: ("bpf_lsm_", _KIND_FUNC),
-    _A.TRACE_ITER: ("bpf_iter_", _KIND_FUNC),
+    T.BPF_TRACE_RAW_TP: ("btf_trace_", _KIND_TYPEDEF),
+    T.BPF_LSM_MAC: ("bpf_lsm_", _KIND_FUNC),
+    T.BPF_LSM_CGROUP: ("bpf_lsm_", _KIND_FUNC),
+    T.BPF_TRACE_ITER: ("bpf_iter_", _KIND_FUNC),
 }
 _BTF_ATTACH_TYPES = frozenset({
-    _A.TRACE_RAW_TP, _A.TRACE_FENTRY, _A.TRACE_FEXIT, _A.MODIFY_RETURN, _A.LSM_MAC, _A.LSM_CGROUP,
-    _A.TRACE_ITER,
+    T.BPF_TRACE_RAW_TP, T.BPF_TRACE_FENTRY, T.BPF_TRACE_FEXIT, T.BPF_MODIFY_RETURN, T.BPF_LSM_MAC, T.BPF_LSM_CGROUP,
+    T.BPF_TRACE_ITER,
 })
 _HOOK_NAMES: dict[int, str] = {
-    _A.TRACE_RAW_TP: "tp_btf", _A.TRACE_FENTRY: "fentry", _A.TRACE_FEXIT: "fexit",
-    _A.MODIFY_RETURN: "fmod_ret", _A.LSM_MAC: "lsm", _A.LSM_CGROUP: "lsm_cgroup", _A.TRACE_ITER: "iter",
+    T.BPF_TRACE_RAW_TP: "tp_btf", T.BPF_TRACE_FENTRY: "fentry", T.BPF_TRACE_FEXIT: "fexit",
+    T.BPF_MODIFY_RETURN: "fmod_ret", T.BPF_LSM_MAC: "lsm", T.BPF_LSM_CGROUP: "lsm_cgroup", T.BPF_TRACE_ITER: "iter",
 }
+# Trampoline programs, whose cookie only BPF_LINK_CREATE carries (6.5+).
+_TRAMPOLINE_ATTACH_TYPES = (T.BPF_TRACE_FENTRY, T.BPF_TRACE_FEXIT, T.BPF_MODIFY_RETURN, T.BPF_LSM_MAC)
 
 
 @record(frozen=True)
@@ -130,7 +131,7 @@ def find_kernel_btf_target(target: str, attach_type: T.AttachType | int) -> BtfT
     what = "typedef" if kind == _KIND_TYPEDEF else "function"
     hook = _HOOK_NAMES.get(attach_type, "BTF")
     where = f"module {module!r}" if module else "vmlinux or any loaded module"
-    if attach_type == _A.TRACE_RAW_TP:
+    if attach_type == T.BPF_TRACE_RAW_TP:
         listing = "pybpf probes 'rawtracepoint:*'"
     else:
         listing = f"pybpf probes 'kfunc:{module or '*'}:{name.removesuffix(target) or ''}*'"
@@ -181,11 +182,11 @@ def resolve_attach_btf(spec: ProgramSpec) -> None:
     `attach_prog_fd` is set. Other specs, and specs with an id already, are left as they are."""
     if spec.attach_btf_id:
         return
-    if spec.type == T.ProgType.EXT:
+    if spec.type == T.BPF_PROG_TYPE_EXT:
         if spec.attach_prog_fd is not None and spec.attach_to:
             spec.attach_btf_id = program_btf_func_id(spec.attach_prog_fd, spec.attach_to)
         return
-    if spec.type not in (T.ProgType.TRACING, T.ProgType.LSM) or spec.attach_type not in _BTF_ATTACH_TYPES:
+    if spec.type not in (T.BPF_PROG_TYPE_TRACING, T.BPF_PROG_TYPE_LSM) or spec.attach_type not in _BTF_ATTACH_TYPES:
         return
     found = find_kernel_btf_target(spec.attach_to, spec.attach_type)
     spec.attach_btf_id = found.type_id
@@ -194,8 +195,9 @@ def resolve_attach_btf(spec: ProgramSpec) -> None:
 
 
 def _target_name(program: Program) -> str:
-    hook = _HOOK_NAMES.get(program.attach_type if program.attach_type is not None else -1,
-                           "freplace" if program.type == T.ProgType.EXT else "tracing")
+    attach_type = program.expected_attach_type
+    hook = _HOOK_NAMES.get(attach_type if attach_type is not None else -1,
+                           "freplace" if program.prog_type == T.BPF_PROG_TYPE_EXT else "tracing")
     return f"{hook}/{program.attach_to}" if program.attach_to else hook
 
 
@@ -205,7 +207,7 @@ def _raise_tracing_error(program: Program, err: int, target: str, command: str) 
                                 detail="the kernel cannot attach fentry/fexit/fmod_ret/lsm programs (needs "
                                 "CONFIG_BPF_JIT and CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS)")
     hint = ""
-    if program.type == T.ProgType.LSM and err in (_errno.EINVAL, _errno.EPERM):
+    if program.prog_type == T.BPF_PROG_TYPE_LSM and err in (_errno.EINVAL, _errno.EPERM):
         hint = " (is the BPF LSM active? 'bpf' must be in /sys/kernel/security/lsm, boot with lsm=...,bpf)"
     elif err == _errno.EINVAL:
         hint = " (was the program loaded with its BTF target? pybpf.link.tracing.resolve_attach_btf)"
@@ -217,20 +219,20 @@ def _raise_tracing_error(program: Program, err: int, target: str, command: str) 
 def attach_tracing(program: Program, *, cookie: int = 0) -> Link:
     """Attach a tp_btf/fentry/fexit/fmod_ret/lsm program (or a freplace program loaded with its target)
     to the target it was loaded for. `cookie` (6.5+/6.10+) is returned by bpf_get_attach_cookie()."""
-    if program.type not in (T.ProgType.TRACING, T.ProgType.LSM, T.ProgType.EXT):
+    if program.prog_type not in (T.BPF_PROG_TYPE_TRACING, T.BPF_PROG_TYPE_LSM, T.BPF_PROG_TYPE_EXT):
         kind = prog_type_name(program)
         raise BPFError(f"program {program.name!r} is {kind}, not a tracing/lsm/freplace program", _errno.EINVAL)
     target = _target_name(program)
-    attach_type = program.attach_type
-    if attach_type == _A.TRACE_ITER:
+    attach_type = program.expected_attach_type
+    if attach_type == T.BPF_TRACE_ITER:
         raise BPFError(f"{program.name!r} is an iterator: attach it with pybpf.link.attach_iter", _errno.EINVAL)
-    if attach_type == _A.LSM_CGROUP:
+    if attach_type == T.BPF_LSM_CGROUP:
         raise BPFError(f"{program.name!r} is an lsm_cgroup program: attach it with attach_lsm_cgroup(prog, "
                        "cgroup_path)", _errno.EINVAL)
     kind = target.partition("/")[0]
-    if cookie and attach_type in (_A.TRACE_FENTRY, _A.TRACE_FEXIT, _A.MODIFY_RETURN, _A.LSM_MAC):
+    if cookie and attach_type in _TRAMPOLINE_ATTACH_TYPES:
         # Only BPF_LINK_CREATE carries a cookie for trampoline programs (6.5+).
-        attr = T.LinkCreateAttr(prog_fd=int(program.fd), attach_type=int(attach_type))
+        attr = T.LinkCreateAttr(prog_fd=int(program.fd), attach_type=attach_type)
         attr.tracing.cookie = cookie
         ret = bpf_errno(T.BPF_LINK_CREATE, attr)
         if ret < 0:
@@ -254,14 +256,14 @@ attach_lsm = attach_tracing
 
 def attach_lsm_cgroup(program: Program, cgroup: str | os.PathLike[str] | int) -> Link:
     """Attach an lsm_cgroup program to a cgroup v2 directory (or an open cgroup fd), Linux 6.0+."""
-    if program.attach_type != _A.LSM_CGROUP:
+    if program.expected_attach_type != T.BPF_LSM_CGROUP:
         raise BPFError(f"program {program.name!r} is not an lsm_cgroup program (SEC(\"lsm_cgroup/...\"))",
                        _errno.EINVAL)
     from pybpf.link.cgroup import open_cgroup
 
     cg_fd, where = open_cgroup(cgroup)
     with cg_fd:
-        attr = T.LinkCreateAttr(prog_fd=int(program.fd), target_fd=int(cg_fd), attach_type=int(_A.LSM_CGROUP))
+        attr = T.LinkCreateAttr(prog_fd=int(program.fd), target_fd=int(cg_fd), attach_type=T.BPF_LSM_CGROUP)
         ret = bpf_errno(T.BPF_LINK_CREATE, attr)
     target = f"{_target_name(program)} on " + (where if isinstance(cgroup, int) else f"cgroup {where}")
     if ret < 0:
@@ -276,7 +278,7 @@ def attach_freplace(program: Program, target: Program | None = None, function: s
 
     Without `target`, the program attaches to the target it was loaded for (spec.attach_prog_fd).
     """
-    if program.type != T.ProgType.EXT:
+    if program.prog_type != T.BPF_PROG_TYPE_EXT:
         raise BPFError(f"program {program.name!r} is not an freplace program (SEC(\"freplace/...\"))",
                        _errno.EINVAL)
     if target is None:

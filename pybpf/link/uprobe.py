@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import ctypes
 import errno as _errno
-import fnmatch
 import os
 
 from pybpf._sys import types as T
@@ -123,9 +122,11 @@ def uprobe_offsets(path: str, symbols: str | Sequence[str]) -> list[tuple[str, i
     pattern (``"pthread_mutex_*"``). Raises SymbolNotFoundError for unknown names or empty matches."""
     table = _symbols(path)
     if isinstance(symbols, str) and any(c in symbols for c in "*?["):
+        from fnmatch import fnmatchcase  # imports re: only for patterns
+
         found: dict[int, str] = {}
         for name, vaddr, _ in table:
-            if fnmatch.fnmatchcase(name, symbols) and vaddr not in found:
+            if fnmatchcase(name, symbols) and vaddr not in found:
                 found[vaddr] = name
         out: list[tuple[str, int]] = []
         for vaddr, name in sorted(found.items()):
@@ -258,7 +259,7 @@ def _raise_open_error(err: int, kind: str, target: str, pid: int, detail: str = 
 
 
 def _check_program(program: Program, kind: str) -> None:
-    if program.type != T.ProgType.KPROBE:
+    if program.prog_type != T.BPF_PROG_TYPE_KPROBE:
         name = prog_type_name(program)
         raise BPFError(f"program {program.name!r} is a {name} program; a {kind} takes SEC(\"uprobe/...\"), "
                        "SEC(\"uretprobe/...\"), SEC(\"usdt/...\") or SEC(\"uprobe.multi/...\") programs",
@@ -298,7 +299,7 @@ def attach_uprobe(
         target = f"{path}:{offset:#x}"
     if pid != -1:
         target += f" (pid {pid})"
-    if program.attach_type == T.AttachType.TRACE_UPROBE_MULTI:
+    if program.expected_attach_type == T.BPF_TRACE_UPROBE_MULTI:
         # Loaded for uprobe_multi links (SEC("uprobe.multi/...")): the perf-event form refuses it.
         return _attach_multi(program, path, [file_offset], [cookie], [ref_ctr_offset], pid, retprobe,
                              target)
@@ -375,7 +376,7 @@ def _attach_multi(program: Program, path: str, offsets: Sequence[int], cookies: 
     ref_arr = (ctypes.c_uint64 * count)(*ref_ctr_offsets) if ref_ctr_offsets is not None and any(
         ref_ctr_offsets) else None
     attr = T.LinkCreateAttr(prog_fd=int(program.fd), target_fd=0,
-                            attach_type=int(T.AttachType.TRACE_UPROBE_MULTI))
+                            attach_type=T.BPF_TRACE_UPROBE_MULTI)
     multi = attr.uprobe_multi
     multi.path = ctypes.addressof(path_buf)
     multi.offsets = ctypes.addressof(offset_arr)
@@ -397,7 +398,7 @@ def _attach_multi(program: Program, path: str, offsets: Sequence[int], cookies: 
             raise NotSupportedError("uprobe_multi links", "6.6", err,
                                     detail=f"cannot attach {program.name!r} to {target}; attach one uprobe per "
                                     "function instead (SEC(\"uprobe/...\"))")
-        if program.attach_type != T.AttachType.TRACE_UPROBE_MULTI:
+        if program.expected_attach_type != T.BPF_TRACE_UPROBE_MULTI:
             raise BPFError(f"attaching {program.name!r} to {kind} {target} failed: the program was not loaded "
                            "for uprobe_multi links (use SEC(\"uprobe.multi/...\"))", err, "BPF_LINK_CREATE")
     hints = {_errno.ESRCH: f"no process {pid}", _errno.ENOENT: "no such file",

@@ -389,9 +389,9 @@ def _usdt_maps(program: Program) -> tuple[Map | None, Map | None]:
     want_specs, want_ips = sanitize_name(SPECS_MAP), sanitize_name(IP_MAP)
     for map_id in program.info().map_ids:
         m = Map.from_id(map_id)
-        if specs is None and m.name == want_specs and m.type == T.MapType.ARRAY:
+        if specs is None and m.name == want_specs and m.map_type == T.BPF_MAP_TYPE_ARRAY:
             specs = m
-        elif ips is None and m.name == want_ips and m.type == T.MapType.HASH:
+        elif ips is None and m.name == want_ips and m.map_type == T.BPF_MAP_TYPE_HASH:
             ips = m
         else:
             m.close()
@@ -439,7 +439,7 @@ def attach_usdt(
 
     try:
         cookies = _fill_specs(program, sites, cookie, is_exec, undo)
-        if program.attach_type == T.AttachType.TRACE_UPROBE_MULTI:
+        if program.expected_attach_type == T.BPF_TRACE_UPROBE_MULTI:
             from pybpf.link.uprobe import _attach_multi
 
             return _attach_multi(program, path, [s.file_offset for s in sites], cookies,

@@ -84,23 +84,31 @@ def attach_xdp(
     XDP_FLAGS_*. `netlink` True forces the rtnetlink attachment, False the BPF link (NotSupportedError
     before 5.9); None takes the link where the kernel has XDP links.
     """
-    if program.type != T.ProgType.XDP:
+    if program.prog_type != T.BPF_PROG_TYPE_XDP:
         raise BPFError(f"program {program.name!r} is not an XDP program (SEC(\"xdp\"))", _errno.EINVAL)
     mode_flags = xdp_mode_flags(mode) | flags
     mode_name = _MODE_NAMES.get(mode_flags & (T.XDP_FLAGS_SKB_MODE | T.XDP_FLAGS_DRV_MODE | T.XDP_FLAGS_HW_MODE),
                                 "auto")
-    link = use_link("xdp_link", netlink, f"cannot attach {program.name!r}; use the netlink form (netlink=True or None)")
     with in_netns(netns):
-        ifindex, ifname = resolve_ifindex(iface)
-        where = device_where(ifname, ifindex, netns, extra=mode_name)
-        if link:
-            attr = T.LinkCreateAttr(prog_fd=int(program.fd), target_ifindex=ifindex,
-                                    attach_type=int(T.AttachType.XDP), flags=mode_flags)
-            ret = bpf_errno(T.BPF_LINK_CREATE, attr)
-            if ret < 0:
-                raise _attach_error(program, -ret, where, mode_flags, "BPF_LINK_CREATE")
-            return XdpLink(program, where, ifindex=ifindex, ifname=ifname, mode=mode_name, fd=FD(ret))
+        return _attach(program, iface, netns, mode_flags, mode_name, netlink)
+
+
+def _attach(program: Program, iface: str | int, netns: NetnsLike | None, mode_flags: int, mode_name: str,
+            netlink: bool | None) -> XdpLink:
+    ifindex, ifname = resolve_ifindex(iface)
+    where = device_where(ifname, ifindex, netns, extra=mode_name)
+    if netlink:
         return _attach_netlink(program, ifindex, ifname, where, mode_flags, mode_name)
+    # The BPF link is tried first: whether the kernel has XDP links (a feature probe, which imports
+    # pybpf.features) is asked only when it refuses.
+    attr = T.LinkCreateAttr(prog_fd=int(program.fd), target_ifindex=ifindex, attach_type=T.BPF_XDP,
+                            flags=mode_flags)
+    ret = bpf_errno(T.BPF_LINK_CREATE, attr)
+    if ret >= 0:
+        return XdpLink(program, where, ifindex=ifindex, ifname=ifname, mode=mode_name, fd=FD(ret))
+    if use_link("xdp_link", netlink, f"cannot attach {program.name!r}; use the netlink form (netlink=True or None)"):
+        raise _attach_error(program, -ret, where, mode_flags, "BPF_LINK_CREATE")
+    return _attach_netlink(program, ifindex, ifname, where, mode_flags, mode_name)
 
 
 def _attach_error(program: Program, err: int, where: str, mode_flags: int, command: str) -> BPFError:
