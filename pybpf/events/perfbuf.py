@@ -12,37 +12,40 @@ import errno as _errno
 import mmap
 import select
 import struct
+from _operator import length_hint
 from itertools import chain
-from operator import length_hint
 
 from pybpf._sys import perf_event_open
+from pybpf._sys import types as T
 from pybpf._sys.cpus import possible_cpus
-from pybpf._sys.types import (
-    MapType,
-    PerfEventAttr,
-    PerfEventMmapPage,
-    PerfRecordType,
-    PerfSampleFormat,
-    PerfSwId,
-    PerfType,
-)
-from pybpf.btf import Type
 from pybpf.errors import BPFError
-from pybpf.events.ringbuf import RecordDecoder, SameWords, _exhaust, _no_gc, _resolve_type
+from pybpf.events.ringbuf import (
+    RecordDecoder,
+    SameWords,
+    _exhaust,
+    _map_type,
+    _map_type_name,
+    _no_gc,
+    _resolve_type,
+)
 
+# Kernel constants are the plain ints of pybpf._sys.types (its enums cost start-up); pybpf.btf is imported only
+# to resolve and decode a record type.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
     from typing import Any
+
+    from pybpf.btf import Type
 
 __all__ = ["PerfBuffer"]
 
 _PAGE = mmap.PAGESIZE
 _U32 = struct.Struct("<I")
 _LOST = struct.Struct("<QQ")
-_HEAD_OFF = PerfEventMmapPage.data_head.offset  # type: ignore[attr-defined]
-_SAMPLE = int(PerfRecordType.SAMPLE)
-_LOST_T = int(PerfRecordType.LOST)
+_HEAD_OFF = T.PerfEventMmapPage.data_head.offset  # type: ignore[attr-defined]
+_SAMPLE = T.PERF_RECORD_SAMPLE
+_LOST_T = T.PERF_RECORD_LOST
 
 
 class _CpuRing:
@@ -79,9 +82,9 @@ class PerfBuffer:
                  type: Type | str | None = None, decode: bool | Callable[[bytes], Any] = True) -> None:  # noqa: A002
         if pages <= 0 or pages & (pages - 1):
             raise ValueError(f"pages must be a power of two, got {pages}")
-        mtype = getattr(map, "type", None)
-        if mtype is not None and mtype != MapType.PERF_EVENT_ARRAY:
-            raise BPFError(f"map {getattr(map, 'name', '?')!r} is {MapType(mtype).name}, not a PERF_EVENT_ARRAY")
+        mtype = _map_type(map)
+        if mtype is not None and mtype != T.BPF_MAP_TYPE_PERF_EVENT_ARRAY:
+            raise BPFError(f"map {getattr(map, 'name', '?')!r} is {_map_type_name(mtype)}, not a PERF_EVENT_ARRAY")
         self.map = map
         self.name: str = getattr(map, "name", "")
         self.type = _resolve_type(map, type)
@@ -94,10 +97,10 @@ class PerfBuffer:
         ncpu = min(possible_cpus(), int(map.max_entries))
         try:
             for cpu in range(ncpu):
-                attr = PerfEventAttr()
-                attr.type = PerfType.SOFTWARE
-                attr.config = PerfSwId.BPF_OUTPUT
-                attr.sample_type = PerfSampleFormat.RAW
+                attr = T.PerfEventAttr()
+                attr.type = T.PERF_TYPE_SOFTWARE
+                attr.config = T.PERF_COUNT_SW_BPF_OUTPUT
+                attr.sample_type = T.PERF_SAMPLE_RAW
                 attr.sample_period = 1
                 if watermark:
                     attr.watermark = 1

@@ -12,53 +12,77 @@ space, so the reader cannot count them.  Programs count their own failures (conv
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import mmap
-import operator
 import select
 import struct
-from collections import deque
+from _operator import itemgetter, length_hint  # not `operator`, which is a Python module over this one
 from itertools import chain
-from operator import length_hint
 
-from pybpf._sys.types import BPF_RINGBUF_BUSY_BIT, BPF_RINGBUF_DISCARD_BIT, BPF_RINGBUF_HDR_SZ, MapType
-from pybpf.btf import Type
+from pybpf._sys import types as T
 from pybpf.errors import BPFError
 
+# Opening a ring and reading raw records imports no enum, functools, re, typing or pybpf.btf: kernel constants
+# are the plain ints of pybpf._sys.types, and pybpf.btf is imported only to resolve and decode a record type.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections import deque
     from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator
+    from types import TracebackType
     from typing import Any
+
+    from pybpf.btf import Type
+else:
+    from _collections import deque  # the C type itself: the `collections` package costs ~2 ms of start-up
 
 __all__ = ["EventIterator", "RingBuffer", "RingBufferGroup", "UserRingBuffer", "dropped_count", "poll_many"]
 
 _U32 = struct.Struct("<I")
-_BUSY = BPF_RINGBUF_BUSY_BIT
-_DISCARD = BPF_RINGBUF_DISCARD_BIT
-_HDR = BPF_RINGBUF_HDR_SZ
+_BUSY = T.BPF_RINGBUF_BUSY_BIT
+_DISCARD = T.BPF_RINGBUF_DISCARD_BIT
+_HDR = T.BPF_RINGBUF_HDR_SZ
 _LEN_MASK = ~(_BUSY | _DISCARD) & 0xFFFFFFFF
 _PAGE = mmap.PAGESIZE
 _WINDOW_MIN = 64  # headers compared at once by SameWords, adapting between these bounds
 _WINDOW_MAX = 16384
 _BATCH = 4096  # records decoded per step by the iterator, callback and asyncio forms (bounds memory and latency)
-_first = operator.itemgetter(0)
+_first = itemgetter(0)
 _exhaust: Callable[[Iterable[Any]], None] = deque(maxlen=0).extend
 
 
-@contextlib.contextmanager
-def _no_gc() -> Iterator[None]:
+def _stride(size: int) -> int:
+    """How far apart records of `size` bytes are in a BPF ring buffer: size + header, rounded up to 8."""
+    return (size + _HDR + 7) & ~7
+
+
+def _map_type(map_: Any) -> int | None:
+    """The map's type as an int, None when it does not say.  A Map keeps it as the int `map_type`: its `type`
+    property builds the MapType enum, which costs a tool's start-up more than opening the ring does."""
+    mtype = getattr(map_, "map_type", None)
+    return getattr(map_, "type", None) if mtype is None else mtype
+
+
+def _map_type_name(mtype: int) -> str:
+    return str(T.MapType(mtype).name)  # builds the enum: only for error messages
+
+
+class _no_gc:  # lower case: used like the function it replaces, `with _no_gc():`
     """Pauses the cyclic garbage collector while a list of records is built: every record is a new tracked tuple
     that survives, so the collector would otherwise rescan the whole heap several times (it more than doubles the
-    cost of reading a full ring).  Records hold no cycles, so nothing is missed."""
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
+    cost of reading a full ring).  Records hold no cycles, so nothing is missed.  (A class rather than a
+    contextlib.contextmanager: contextlib imports functools and collections.)"""
+
+    __slots__ = ("_paused",)
+
+    def __enter__(self) -> None:
+        self._paused = gc.isenabled()
+        if self._paused:
+            gc.disable()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self._paused:
+            gc.enable()
 
 
 class SameWords:
@@ -125,15 +149,17 @@ class EventIterator(chain):  # type: ignore[type-arg]
 
 
 def _resolve_type(map_: Any, type_: Type | str | None) -> Type | None:
-    if type_ is None or isinstance(type_, Type):
+    if type_ is None:  # raw records: no BTF needed
+        return None
+    from pybpf.btf import Composite, Type
+
+    if isinstance(type_, Type):
         return type_
     spec = getattr(map_, "spec", None)
     btf = getattr(spec, "btf", None)
     if btf is None:
         raise ValueError(f"map {getattr(map_, 'name', '?')!r} carries no BTF to look up type {type_!r}: "
                          "pass a pybpf.btf Type instead")
-    from pybpf.btf import Composite
-
     try:
         found: Type = btf.find(type_, Composite)
     except KeyError:
@@ -225,9 +251,9 @@ class RingBuffer:
     def __init__(self, map: Any, *, type: Type | str | None = None,  # noqa: A002 - mirrors the C naming
                  decode: bool | Callable[[bytes], Any] = True,
                  lost_counter: Callable[[], int | None] | None = None) -> None:
-        mtype = getattr(map, "type", None)
-        if mtype is not None and mtype != MapType.RINGBUF:
-            raise BPFError(f"map {getattr(map, 'name', '?')!r} is {MapType(mtype).name}, not a RINGBUF map")
+        mtype = _map_type(map)
+        if mtype is not None and mtype != T.BPF_MAP_TYPE_RINGBUF:
+            raise BPFError(f"map {getattr(map, 'name', '?')!r} is {_map_type_name(mtype)}, not a RINGBUF map")
         self.map = map
         self.name: str = getattr(map, "name", "")
         self.max_entries: int = int(map.max_entries)
@@ -288,9 +314,9 @@ class RingBuffer:
         """The next run of ready records of one size: (header offset in the producer mapping, count, size), at
         most `limit` records when > 0; None when the ring is empty or its next record is still being written.
 
-        The records of a run are `stride` = size + header rounded up to 8 apart and contiguous, even across the
-        ring's end (the data area is mapped twice).  Discarded records met first are consumed here; the run itself
-        stays in the ring until the caller has copied it out and calls _commit."""
+        The records of a run are `_stride(size)` apart and contiguous, even across the ring's end (the data area
+        is mapped twice).  Discarded records met first are consumed here; the run itself stays in the ring until
+        the caller has copied it out and calls _commit."""
         words = self._words
         cons_q = self._cons_q
         mask = self.mask
@@ -302,7 +328,7 @@ class RingBuffer:
             if hdr & _BUSY:
                 return None
             size = hdr & _LEN_MASK
-            stride = (size + _HDR + 7) & ~7
+            stride = _stride(size)
             if hdr & _DISCARD:
                 self.records_discarded += 1
                 cons += stride
@@ -316,7 +342,7 @@ class RingBuffer:
 
     def _commit(self, n: int, size: int) -> None:
         """Consumes n records of `size` bytes at the consumer position (the kernel may reuse their space now)."""
-        self._cons_q[0] += n * ((size + _HDR + 7) & ~7)
+        self._cons_q[0] += n * _stride(size)
         self.records_read += n
 
     # ---- decoding runs --------------------------------------------------------------------------------------------
@@ -325,7 +351,7 @@ class RingBuffer:
         exhausted); length_hint(progress) is how many records it has not handed out yet."""
         reader = self._readers.get(size)
         if reader is None:
-            reader = self._readers[size] = self._decoder.run_reader((size + _HDR + 7) & ~7, size)
+            reader = self._readers[size] = self._decoder.run_reader(_stride(size), size)
         return reader(self._mv, off, n)
 
     def _runs(self) -> Generator[Iterator[Any]]:
@@ -461,14 +487,14 @@ class RingBuffer:
         # fault per 4 KiB).  Records arriving meanwhile wait for the next call, so one call never chases a fast
         # producer; only records shorter than the type can outnumber the estimate and grow the array.
         budget = self.available
-        limit = max(1, budget // ((itemsize + _HDR + 7) & ~7))
+        limit = max(1, budget // _stride(itemsize))
         if max_records:
             limit = min(limit, max_records)
         out = np.empty(limit, void)
         used = 0
         while budget > 0 and (run := self._next_run(max_records - used if max_records else 0)) is not None:
             off, n, size = run
-            stride = (size + _HDR + 7) & ~7
+            stride = _stride(size)
             n = min(n, -(-budget // stride))
             budget -= n * stride
             if used + n > len(out):
@@ -569,7 +595,7 @@ class UserRingBuffer:
     Here the roles flip: the consumer page is read-only for us and the producer page + data are writable."""
 
     def __init__(self, map: Any) -> None:  # noqa: A002
-        if getattr(map, "type", None) not in (None, MapType.USER_RINGBUF):
+        if _map_type(map) not in (None, T.BPF_MAP_TYPE_USER_RINGBUF):
             raise BPFError(f"map {getattr(map, 'name', '?')!r} is not a USER_RINGBUF map")
         self.map = map
         self.max_entries = int(map.max_entries)
@@ -587,7 +613,7 @@ class UserRingBuffer:
     def write(self, data: bytes) -> bool:
         """Reserves, copies and submits one record; False when the ring is full."""
         size = len(data)
-        total = (size + BPF_RINGBUF_HDR_SZ + 7) & ~7
+        total = _stride(size)
         if total > self.max_entries:
             raise ValueError(f"record of {size} bytes cannot fit a {self.max_entries}-byte ring")
         cons = self._cons_q[0]
@@ -596,9 +622,9 @@ class UserRingBuffer:
             return False
         off = _PAGE + (prod & self.mask)
         # BUSY while copying, then publish the length and advance the producer position.
-        _U32.pack_into(self._producer, off, size | BPF_RINGBUF_BUSY_BIT)
+        _U32.pack_into(self._producer, off, size | _BUSY)
         _U32.pack_into(self._producer, off + 4, 0)
-        self._producer[off + BPF_RINGBUF_HDR_SZ:off + BPF_RINGBUF_HDR_SZ + size] = data
+        self._producer[off + _HDR:off + _HDR + size] = data
         _U32.pack_into(self._producer, off, size)
         self._prod_q[0] = prod + total
         self.records_written += 1
