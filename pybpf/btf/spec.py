@@ -516,13 +516,9 @@ class Spec:
         one of them and whose info word has a wanted kind (FUNC if True in `funcs`, the named kinds if
         False). Only the records up to the last hit are walked. None when the probes match too many
         strings (a short prefix): the sorted index answers those."""
-        offsets: dict[int, bytes | None] = {}  # name offset -> the name (None: look it up)
-        for raw, exact in probes:
-            found = self._string_offsets(raw, exact=exact, limit=_MAX_SEARCHED_OFFSETS)
-            if found is None or len(offsets) + len(found) > _MAX_SEARCHED_OFFSETS:
-                return None
-            for off in found:
-                offsets[off] = raw if exact else None
+        offsets = self._string_offsets(probes, limit=_MAX_SEARCHED_OFFSETS)
+        if offsets is None:
+            return None
         if not offsets:
             return []
         import re  # only a lookup in a large spec needs it (~4 ms of import)
@@ -629,34 +625,40 @@ class Spec:
             keep = [i for i in keep if offs[i]]
         return array("I", [positions[i] for i in keep])
 
-    def _string_offsets(self, raw: bytes, *, exact: bool, limit: int) -> list[int] | None:
-        """Offsets of the whole strings equal to `raw` (exact) or starting with it, in this spec's string
-        section and its base's; None when there are more than `limit`.
+    def _string_offsets(self, probes: list[tuple[bytes, bool]], *, limit: int) -> dict[int, bytes | None] | None:
+        """Name offset -> name (None for a prefix probe: read it at the offset) of the whole strings equal to a
+        probe's raw name (exact) or starting with it, in this spec's string section and its base's; None when
+        there are more than `limit`. Probes that share a stem (``task_struct`` and ``task_struct___``) are
+        found in one pass over the strings (~1.5 ms for vmlinux's).
 
         Only whole strings count, not a name that is the tail of another string: BTF writers (libbpf's
         string set, which pahole uses, and LLVM) keep each string whole, so kernel BTF never points a
         name into the middle of another. Counting tails would multiply the searches of the type section.
         """
-        if not raw or b"\0" in raw:
-            return []
-        pattern = b"\0" + raw + (b"\0" if exact else b"")
-        out: list[int] = []
-        spec: Spec | None = self
-        while spec is not None:
-            buf, start = spec._buf, spec._str_start  # searched in place: no copy of the strings
-            end = start + spec._str_len
-            find = buf.find
-            append = out.append
-            rebase = spec._str_base - start + 1
-            if buf[start : start + len(pattern) - 1] == pattern[1:]:  # a split section's first string
-                append(spec._str_base)
-            hit = find(pattern, start, end)
-            while hit >= 0:
-                if len(out) == limit:
-                    return None
-                append(rebase + hit)
-                hit = find(pattern, hit + 1, end)
-            spec = spec.base
+        patterns = {b"\0" + raw + (b"\0" if exact else b""): raw if exact else None
+                    for raw, exact in probes if raw and b"\0" not in raw}
+        stem = _common_prefix(list(patterns))
+        groups = [list(patterns)] if len(stem) >= 4 else [[p] for p in patterns]
+        out: dict[int, bytes | None] = {}
+        for group in groups:
+            stem = _common_prefix(group)
+            spec: Spec | None = self
+            while spec is not None:
+                buf, start = spec._buf, spec._str_start  # searched in place: no copy of the strings
+                end = start + spec._str_len
+                rebase = spec._str_base - start + 1
+                hits = [start - 1] if buf[start : start + len(stem) - 1] == stem[1:] else []  # a first string
+                hit = buf.find(stem, start, end)
+                while hit >= 0:
+                    hits.append(hit)
+                    hit = buf.find(stem, hit + 1, end)
+                for hit in hits:
+                    for pattern in group:
+                        if buf[hit + 1 : hit + len(pattern)] == pattern[1:]:
+                            if len(out) == limit:
+                                return None
+                            out[rebase + hit] = patterns[pattern]
+                spec = spec.base
         return out
 
     def types_by_name(self, name: str, kind: _TypeClass | None = None) -> list[Type]:
@@ -693,6 +695,17 @@ class Spec:
 
 
 _VOID = Void()
+
+
+def _common_prefix(items: list[bytes]) -> bytes:
+    """The longest prefix the items share (that of the smallest and the largest)."""
+    if not items:
+        return b""
+    low, high = min(items), max(items)
+    n = 0
+    while n < len(low) and low[n] == high[n]:
+        n += 1
+    return low[:n]
 
 
 def _s32(v: int) -> int:
