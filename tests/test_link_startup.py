@@ -91,19 +91,27 @@ def test_hook_modules_import_light(cache: Path) -> None:
     assert _fresh_process(code, cache) == [""]
 
 
-def test_xdp_attach_builds_no_enum(cache: Path, obj_copy: Callable[[str], Path], loopback_netns: str) -> None:
-    if not probe_link("xdp_link").supported:
-        pytest.skip("no XDP BPF links (5.9+): the netlink form needs pyroute2")
-    obj = obj_copy("linknet_drop")
-    code = (
+def _attached(program: str, attach_args: str) -> str:
+    """A child script's start: replay the object's plan (argv[1]), attach `program` with `attach_args`, check
+    that nothing heavy was imported; the caller's lines follow inside the `with ... as link:` block."""
+    return (
         "import sys\n"
         "before = set(sys.modules)\n"
         "import pybpf\n"
         "with pybpf.load(sys.argv[1]) as c:\n"
         "    assert c.plan, 'not replayed'\n"
-        "    prog = c.programs['xdp_drop_blocked']\n"
-        "    with prog.attach(iface='lo') as link:\n"
+        f"    prog = c.programs[{program!r}]\n"
+        f"    with prog.attach({attach_args}) as link:\n"
         + "        " + _heavy_check("before")
+    )
+
+
+def test_xdp_attach_builds_no_enum(cache: Path, obj_copy: Callable[[str], Path], loopback_netns: str) -> None:
+    if not probe_link("xdp_link").supported:
+        pytest.skip("no XDP BPF links (5.9+): the netlink form needs pyroute2")
+    obj = obj_copy("linknet_drop")
+    code = (
+        _attached("xdp_drop_blocked", "iface='lo'")
         + "        from pybpf.link.base import kernel_links\n"
         "        print(link.fd is not None and prog.id in {i.prog_id for i in kernel_links()})\n"
         # Traffic on lo: the program counts the UDP datagrams it lets pass (blocked_addr is 0).
@@ -129,14 +137,7 @@ def test_cgroup_attach_builds_no_enum(cache: Path, obj_copy: Callable[[str], Pat
         pytest.skip("no cgroup BPF links (5.7+)")
     obj = obj_copy("linknet_cgroup")
     code = (
-        "import sys\n"
-        "before = set(sys.modules)\n"
-        "import pybpf\n"
-        "with pybpf.load(sys.argv[1]) as c:\n"
-        "    assert c.plan, 'not replayed'\n"
-        "    prog = c.programs['deny_connect']\n"
-        "    with prog.attach(cgroup=sys.argv[2]) as link:\n"
-        + "        " + _heavy_check("before")
+        _attached("deny_connect", "cgroup=sys.argv[2]")
         + "        print(link.target)\n"
         "        from pybpf.link.base import kernel_links\n"
         "        print(link.fd is not None and prog.id in {i.prog_id for i in kernel_links()})\n"

@@ -279,16 +279,46 @@ def attach_error(what: str, where: str, err: int, command: str, hints: Mapping[i
 def resolve_attach_type(
     program: Program,
     attach_type: str | T.AttachType | None,
+    by_prog_type: Mapping[int, Sequence[int]],
+    *,
+    hook: str,
+    takes: str,
+    parse: Callable[[str], T.AttachType],
+    lookup: Callable[[str], int | None],
+) -> int:
+    """The attach type to use for `program` on `hook` ("a cgroup", "a sockmap"): `attach_type` (a name
+    given to `parse`, or an AttachType), else the program's own (from its section), else the only one its
+    type has. Checked against `by_prog_type` (program type -> attach types, ints); `takes` names the
+    sections `hook` takes, for the error when the program type has no entry there.
+
+    The common cases (the program's own, or a name `lookup` knows) are answered with ints; the others and
+    every error go through the enums, built then."""
+    allowed = by_prog_type.get(program.prog_type)
+    if allowed is not None:
+        if attach_type is None:
+            own = program.expected_attach_type
+            if own is None:
+                if len(allowed) == 1:
+                    return allowed[0]
+            elif own in allowed:
+                return own
+        elif isinstance(attach_type, str):
+            found = lookup(attach_type)
+            if found is not None and found in allowed:
+                return found
+    by_prog = {T.ProgType(p): tuple(T.AttachType(a) for a in types) for p, types in by_prog_type.items()}
+    return int(_resolve_attach_type(program, attach_type, by_prog, hook=hook, takes=takes, parse=parse))
+
+
+def _resolve_attach_type(
+    program: Program,
+    attach_type: str | T.AttachType | None,
     by_prog_type: Mapping[T.ProgType, Sequence[T.AttachType]],
     *,
     hook: str,
     takes: str,
     parse: Callable[[str], T.AttachType],
 ) -> T.AttachType:
-    """The attach type to use for `program` on `hook` ("a cgroup", "a sockmap"): `attach_type` (a name
-    given to `parse`, or an AttachType), else the program's own (from its section), else the only one its
-    type has. Checked against `by_prog_type`; `takes` names the sections `hook` takes, for the error
-    when the program type has no entry there."""
     allowed = by_prog_type.get(program.type) if isinstance(program.type, T.ProgType) else None
     kind = prog_type_name(program)
     if allowed is None:

@@ -121,26 +121,9 @@ def open_cgroup(cgroup: str | os.PathLike[str] | int | FD) -> tuple[FD, str]:
 
 
 def _resolve_attach_type(program: Program, attach_type: str | T.AttachType | None) -> int:
-    """The attach type `attach_cgroup` uses: the program's own (or the only one its type has), or an
-    attach type name, looked up without enums; anything else (an AttachType, a section spelling, every
-    error) is left to `resolve_attach_type`."""
-    allowed = _ATTACH_TYPES_BY_PROG.get(program.prog_type)
-    if allowed is not None:
-        if attach_type is None:
-            own = program.expected_attach_type
-            if own is None:
-                if len(allowed) == 1:
-                    return allowed[0]
-            elif own in allowed:
-                return own
-        elif isinstance(attach_type, str):
-            found = _attach_type_value(attach_type)
-            if found is not None and found in allowed:
-                return found
-    by_prog = {T.ProgType(p): tuple(T.AttachType(a) for a in types) for p, types in _ATTACH_TYPES_BY_PROG.items()}
-    takes = "cgroup (SEC(\"cgroup/...\"), SEC(\"cgroup_skb/...\"), SEC(\"sockops\"), ...)"
-    return int(resolve_attach_type(program, attach_type, by_prog, hook="a cgroup", takes=takes,
-                                   parse=cgroup_attach_type))
+    return resolve_attach_type(program, attach_type, _ATTACH_TYPES_BY_PROG, hook="a cgroup",
+                               takes="cgroup (SEC(\"cgroup/...\"), SEC(\"cgroup_skb/...\"), SEC(\"sockops\"), ...)",
+                               parse=cgroup_attach_type, lookup=_attach_type_value)
 
 
 def _attach_type_value(name: str) -> int | None:

@@ -56,24 +56,9 @@ def _parse(name: str) -> T.AttachType:
 
 
 def _attach_type(program: Program, attach_type: str | T.AttachType | None) -> int:
-    """The attach type of `program` (its own, or the only one its type has) or the one named, without
-    enums; anything else (an AttachType, every error) is left to `resolve_attach_type`."""
-    allowed = _BY_PROG.get(program.prog_type)
-    if allowed is not None:
-        if attach_type is None:
-            own = program.expected_attach_type
-            if own is None:
-                if len(allowed) == 1:
-                    return allowed[0]
-            elif own in allowed:
-                return own
-        elif isinstance(attach_type, str):
-            found = _ATTACH_TYPES.get(attach_type)
-            if found is not None and found in allowed:
-                return found
-    by_prog = {T.ProgType(p): tuple(T.AttachType(a) for a in types) for p, types in _BY_PROG.items()}
-    return int(resolve_attach_type(program, attach_type, by_prog, hook="a sockmap",
-                                   takes="SEC(\"sk_msg\") and SEC(\"sk_skb/...\")", parse=_parse))
+    return resolve_attach_type(program, attach_type, _BY_PROG, hook="a sockmap",
+                               takes="SEC(\"sk_msg\") and SEC(\"sk_skb/...\")", parse=_parse,
+                               lookup=_ATTACH_TYPES.get)
 
 
 def attach_sockmap(
