@@ -30,20 +30,28 @@ def lazy_attributes(package: str, module_of: dict[str, str], namespace: dict[str
 
 
 if TYPE_CHECKING:
-    _F = TypeVar("_F", bound=Callable[..., Any])
+    from typing import Generic, ParamSpec
+
+    _P = ParamSpec("_P")
+    _R = TypeVar("_R")
+
+    class _Cached(Generic[_P, _R]):  # what `cache` returns, for the type checker only
+        def __call__(self, *args: _P.args, **kwargs: _P.kwargs) -> _R: ...
+        def cache_clear(self) -> None: ...
 
 
-def cache(function: _F) -> _F:
+def cache(function: Callable[_P, _R]) -> _Cached[_P, _R]:
     """`functools.cache` for modules on the start-up path: `import functools` costs ~2 ms (it imports
     `collections`), a fifth of what loading a cached object takes. Positional, hashable arguments only;
     `cache_clear()` empties it."""
     results: dict[tuple[Any, ...], Any] = {}
+    call: Callable[..., Any] = function  # positional arguments only
 
     def cached(*args: Any) -> Any:
         try:
             return results[args]
         except KeyError:
-            value = results[args] = function(*args)
+            value = results[args] = call(*args)
             return value
 
     cached.cache_clear = results.clear  # type: ignore[attr-defined]

@@ -55,7 +55,8 @@ def test_a_cold_lookup_walks_only_what_it_needs(tmp_path: Path, monkeypatch: pyt
     spec = load_cached(KERNEL_BTF)
     assert spec.large and spec._walk_at == 0
     (task,) = spec.ids_by_name("task_struct", funcs=False)
-    assert isinstance(spec.type(task), Struct) and spec.type(task).member("real_parent")
+    task_struct = spec.type(task)
+    assert isinstance(task_struct, Struct) and task_struct.member("real_parent")
     assert spec._searches == 1 and spec._name_order is None
     assert 0 < spec._walk_at < len(spec._words) // 10
     assert not (tmp_path / "btf-index").exists()  # a partial walk is not worth keeping

@@ -88,8 +88,9 @@ def test_raw_types_of_mapped_kernel_btf_does_not_copy_the_blob() -> None:
 def test_kernel_index_is_written_once_sorted(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A cold process writes no index for a few searched names; sorting writes it, once; a later process
     reads it and writes nothing for lookups it answers from it."""
+    from pybpf._cache import write_atomically as write
+
     writes: list[str] = []
-    write = spec_mod.write_atomically
 
     def counting(path: str, chunks: Any) -> None:
         writes.append(path)
