@@ -1,6 +1,6 @@
 """Start-up helpers: package attributes imported on first use, so that importing a package does not import
-every module it exports (a tool pays only for the modules it uses), and a `cache` decorator that does not
-import functools."""
+every module it exports (a tool pays only for the modules it uses), instance attributes built on first use
+(`defer`), and a `cache` decorator that does not import functools."""
 
 from __future__ import annotations
 
@@ -27,6 +27,27 @@ def lazy_attributes(package: str, module_of: dict[str, str], namespace: dict[str
         return value
 
     return __getattr__
+
+
+def defer(obj: object, name: str, build: Callable[[], Any]) -> None:
+    """Leave attribute `name` of `obj` unset until it is read: then `build()` makes it (see `build_deferred`,
+    which the class's `__getattr__` calls). A collection replayed from a cached load plan builds its specs
+    and BTF codecs this way, from the object file, only when asked for."""
+    obj.__dict__.pop(name, None)
+    obj.__dict__["_build_" + name] = build
+
+
+def build_deferred(obj: object, name: str) -> Any:
+    """For a class's `__getattr__`: attribute `name` of `obj` made by the function `defer` left for it, and
+    kept in `obj` from then on. AttributeError when nothing was deferred under that name; a build that
+    raises stays deferred (asking again raises again)."""
+    build = obj.__dict__.get("_build_" + name)
+    if build is None:
+        raise AttributeError(f"{type(obj).__name__!r} object has no attribute {name!r}")
+    value = build()
+    del obj.__dict__["_build_" + name]
+    setattr(obj, name, value)
+    return value
 
 
 if TYPE_CHECKING:

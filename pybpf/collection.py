@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 
+from pybpf._lazy import build_deferred, defer
 from pybpf._sys import types as T
 from pybpf._sys.record import record
 
@@ -37,49 +38,25 @@ __all__ = ["Collection", "ObjectFile", "Variable", "load", "load_file", "open_ob
 
 
 def encode_value(t: bt.Type, value: Any, size: int) -> bytes:
-    """Python value -> bytes for a variable of BTF type t (through the BTF codec when it applies)."""
+    """Python value -> bytes for a variable of BTF type t: bytes as they are, anything else through the BTF
+    codec."""
     if isinstance(value, (bytes, bytearray, memoryview)):
         raw = bytes(value)
         if len(raw) > size:
             raise ValueError(f"{len(raw)} bytes do not fit a {size}-byte variable")
         return raw.ljust(size, b"\0")
-    try:
-        from pybpf.btf.codec import codec_for
-    except ImportError:
-        codec_for = None  # type: ignore[assignment]
-    if codec_for is not None:
-        encode, _ = codec_for(t)
-        return bytes(encode(value))
-    from pybpf.btf import types as bt
+    from pybpf.btf.codec import codec_for
 
-    st = t.strip()
-    if isinstance(value, bool):
-        value = int(value)
-    if isinstance(value, int) and isinstance(st, (bt.Int, bt.Enum, bt.Pointer)):
-        signed = (isinstance(st, bt.Int) and st.signed) or (isinstance(st, bt.Enum) and st.signed)
-        return value.to_bytes(size, "little", signed=signed and value < 0)
-    if isinstance(value, str):
-        raw = value.encode()
-        if len(raw) >= size:
-            raise ValueError(f"string of {len(raw)} bytes does not fit char[{size}]")
-        return raw.ljust(size, b"\0")
-    raise TypeError(f"cannot encode {value!r} as {t!r}; pass bytes")
+    encode, _ = codec_for(t)
+    return bytes(encode(value))
 
 
 def decode_value(t: bt.Type, raw: bytes) -> Any:
-    try:
-        from pybpf.btf.codec import codec_for
-    except ImportError:
-        codec_for = None  # type: ignore[assignment]
-    if codec_for is not None:
-        _, decode = codec_for(t)
-        return decode(raw)
-    from pybpf.btf import types as bt
+    """bytes -> Python value for a variable of BTF type t."""
+    from pybpf.btf.codec import codec_for
 
-    st = t.strip()
-    if isinstance(st, (bt.Int, bt.Enum)):
-        return int.from_bytes(raw, "little", signed=bool(st.signed))
-    return bytes(raw)
+    _, decode = codec_for(t)
+    return decode(raw)
 
 
 @record
@@ -130,7 +107,6 @@ class Variable:
         return f"<Variable {self.spec.name} in {self.spec.section} = {self.value!r}>"
 
 
-
 # ---- the loaded collection ------------------------------------------------------------------------------
 
 
@@ -140,12 +116,13 @@ class Collection:
 
     spec: CollectionSpec
     variables: dict[str, Variable]
+    variable_names: frozenset[str]  # the keys of `variables`, known without building them after a replay
 
     def __init__(self, spec: CollectionSpec | Callable[[], CollectionSpec], btf_fd: FD | None, name: str = "") -> None:
         """`spec` may be a function that builds it: a collection loaded from a cached plan reads its object
         file only when its `spec` (or `variables`, which come from it) is first asked for."""
         if callable(spec):
-            self.__dict__["_build_spec"] = spec
+            defer(self, "spec", spec)
         else:
             self.spec = spec
             name = spec.name
@@ -162,20 +139,18 @@ class Collection:
         # resolved in kernel-module BTF (or not at all), kallsyms addresses (modules can be reloaded).
         self.uses_module_btf = False
         self.depends_on_kallsyms = False
-        # Names of the global variables, when known without building `variables` (a replayed plan).
-        self.variable_names: frozenset[str] | None = None
 
     def __getattr__(self, name: str) -> Any:
-        # Only reached for attributes not set: the spec of a deferred collection, and the variables
-        # (built from the spec on first use).
-        if name == "spec" and "_build_spec" in self.__dict__:
-            self.spec = self.__dict__.pop("_build_spec")()
-            return self.spec
+        # Only reached for attributes not set: the variables and their names, built from the spec on first
+        # use (a replayed plan sets the names), and the spec of a deferred collection.
         if name == "variables":
             self.variables = {vname: Variable(vspec, self.maps[vspec.section])
                               for vname, vspec in self.spec.variables.items() if vspec.section in self.maps}
             return self.variables
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        if name == "variable_names":
+            self.variable_names = frozenset(self.variables)
+            return self.variable_names
+        return build_deferred(self, name)
 
     def attach_all(self, **targets: Any) -> dict[str, Exception]:
         """Attach every auto-attachable program (libbpf's auto-attach rules); returns the ones that could
@@ -190,8 +165,7 @@ class Collection:
         """A RingBuffer reader of map `name`; its `lost` count reads the global `lost_variable` if there is one."""
         from pybpf.events.ringbuf import RingBuffer
 
-        names = self.variable_names if self.variable_names is not None else self.variables
-        if "lost_counter" not in kwargs and lost_variable in names:
+        if "lost_counter" not in kwargs and lost_variable in self.variable_names:
             # Looked up when the count is read: a replayed collection reads its object only then.
             kwargs["lost_counter"] = lambda: int(self.variables[lost_variable].value)
         return RingBuffer(self.maps[name], **kwargs)
@@ -376,7 +350,7 @@ def create_map(mspec: MapSpec, btf_fd: FD | None, pin_root: str, btf_ids: tuple[
     pin_path = os.path.join(pin_root, mspec.name) if mspec.pinning else ""
     if pin_path and os.path.exists(pin_path):
         existing = Map.from_pin(pin_path)
-        if (existing.type, existing.key_size, existing.value_size, existing.max_entries) != (
+        if (existing.map_type, existing.key_size, existing.value_size, existing.max_entries) != (
             mspec.type, mspec.key_size, mspec.value_size, mspec.max_entries):
             existing.close()
             raise BPFError(f"pinned map {pin_path} does not match the object's definition of {mspec.name}; "

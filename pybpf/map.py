@@ -20,8 +20,8 @@ import struct
 import sys
 from _thread import allocate_lock
 
-from pybpf._lazy import lazy_attributes
-from pybpf._sys import FD, bpf, bpf_fd
+from pybpf._lazy import build_deferred, defer, lazy_attributes
+from pybpf._sys import FD, bpf, bpf_fd, enum_or_int, object_name
 from pybpf._sys import types as T
 from pybpf._sys.cpus import possible_cpus
 from pybpf._sys.kernel import kernel_version, parse_version
@@ -88,34 +88,21 @@ DEFAULT_BATCH_CHUNK = 65536
 
 # ---- map type facts ----------------------------------------------------------------------------------------
 
-PERCPU_TYPES = frozenset({T.BPF_MAP_TYPE_PERCPU_HASH, T.BPF_MAP_TYPE_PERCPU_ARRAY, T.BPF_MAP_TYPE_LRU_PERCPU_HASH,
-                          T.BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE})
+PERCPU_TYPES = frozenset({T.BPF_MAP_TYPE_PERCPU_HASH, T.BPF_MAP_TYPE_PERCPU_ARRAY,
+                          T.BPF_MAP_TYPE_LRU_PERCPU_HASH, T.BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE})
 # Keys are u32 indices 0..max_entries-1 that always exist; get_next_key can never restart.
-ARRAY_TYPES = frozenset({T.BPF_MAP_TYPE_ARRAY, T.BPF_MAP_TYPE_PERCPU_ARRAY, T.BPF_MAP_TYPE_PROG_ARRAY, T.BPF_MAP_TYPE_PERF_EVENT_ARRAY,
-                         T.BPF_MAP_TYPE_CGROUP_ARRAY, T.BPF_MAP_TYPE_ARRAY_OF_MAPS, T.BPF_MAP_TYPE_DEVMAP, T.BPF_MAP_TYPE_CPUMAP,
-                         T.BPF_MAP_TYPE_XSKMAP, T.BPF_MAP_TYPE_SOCKMAP, T.BPF_MAP_TYPE_REUSEPORT_SOCKARRAY})
+ARRAY_TYPES = frozenset({T.BPF_MAP_TYPE_ARRAY, T.BPF_MAP_TYPE_PERCPU_ARRAY, T.BPF_MAP_TYPE_PROG_ARRAY,
+                         T.BPF_MAP_TYPE_PERF_EVENT_ARRAY, T.BPF_MAP_TYPE_CGROUP_ARRAY, T.BPF_MAP_TYPE_ARRAY_OF_MAPS,
+                         T.BPF_MAP_TYPE_DEVMAP, T.BPF_MAP_TYPE_CPUMAP, T.BPF_MAP_TYPE_XSKMAP, T.BPF_MAP_TYPE_SOCKMAP,
+                         T.BPF_MAP_TYPE_REUSEPORT_SOCKARRAY})
 # Values written from user space are file descriptors; lookups return object ids.
 FD_VALUE_TYPES = frozenset({T.BPF_MAP_TYPE_PROG_ARRAY, T.BPF_MAP_TYPE_PERF_EVENT_ARRAY, T.BPF_MAP_TYPE_CGROUP_ARRAY,
                             T.BPF_MAP_TYPE_ARRAY_OF_MAPS, T.BPF_MAP_TYPE_HASH_OF_MAPS})
-KEYLESS_TYPES = frozenset({T.BPF_MAP_TYPE_QUEUE, T.BPF_MAP_TYPE_STACK, T.BPF_MAP_TYPE_BLOOM_FILTER, T.BPF_MAP_TYPE_RINGBUF,
-                           T.BPF_MAP_TYPE_USER_RINGBUF, T.BPF_MAP_TYPE_ARENA})
+KEYLESS_TYPES = frozenset({T.BPF_MAP_TYPE_QUEUE, T.BPF_MAP_TYPE_STACK, T.BPF_MAP_TYPE_BLOOM_FILTER,
+                           T.BPF_MAP_TYPE_RINGBUF, T.BPF_MAP_TYPE_USER_RINGBUF, T.BPF_MAP_TYPE_ARENA})
 MAP_IN_MAP_TYPES = frozenset({T.BPF_MAP_TYPE_ARRAY_OF_MAPS, T.BPF_MAP_TYPE_HASH_OF_MAPS})
 STORAGE_TYPES = frozenset({T.BPF_MAP_TYPE_SK_STORAGE, T.BPF_MAP_TYPE_INODE_STORAGE, T.BPF_MAP_TYPE_TASK_STORAGE,
                            T.BPF_MAP_TYPE_CGRP_STORAGE})
-
-# The first Linux release with each map type (for NotSupportedError messages).
-FIRST_KERNEL: dict[int, str] = {
-    T.BPF_MAP_TYPE_HASH: "3.19", T.BPF_MAP_TYPE_ARRAY: "3.19", T.BPF_MAP_TYPE_PROG_ARRAY: "4.2", T.BPF_MAP_TYPE_PERF_EVENT_ARRAY: "4.3",
-    T.BPF_MAP_TYPE_PERCPU_HASH: "4.6", T.BPF_MAP_TYPE_PERCPU_ARRAY: "4.6", T.BPF_MAP_TYPE_STACK_TRACE: "4.6",
-    T.BPF_MAP_TYPE_CGROUP_ARRAY: "4.8", T.BPF_MAP_TYPE_LRU_HASH: "4.10", T.BPF_MAP_TYPE_LRU_PERCPU_HASH: "4.10",
-    T.BPF_MAP_TYPE_LPM_TRIE: "4.11", T.BPF_MAP_TYPE_ARRAY_OF_MAPS: "4.12", T.BPF_MAP_TYPE_HASH_OF_MAPS: "4.12",
-    T.BPF_MAP_TYPE_DEVMAP: "4.14", T.BPF_MAP_TYPE_SOCKMAP: "4.14", T.BPF_MAP_TYPE_CPUMAP: "4.15", T.BPF_MAP_TYPE_XSKMAP: "4.18",
-    T.BPF_MAP_TYPE_SOCKHASH: "4.18", T.BPF_MAP_TYPE_CGROUP_STORAGE: "4.19", T.BPF_MAP_TYPE_REUSEPORT_SOCKARRAY: "4.19",
-    T.BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE: "4.20", T.BPF_MAP_TYPE_QUEUE: "4.20", T.BPF_MAP_TYPE_STACK: "4.20",
-    T.BPF_MAP_TYPE_SK_STORAGE: "5.2", T.BPF_MAP_TYPE_DEVMAP_HASH: "5.4", T.BPF_MAP_TYPE_STRUCT_OPS: "5.6", T.BPF_MAP_TYPE_RINGBUF: "5.8",
-    T.BPF_MAP_TYPE_INODE_STORAGE: "5.10", T.BPF_MAP_TYPE_TASK_STORAGE: "5.11", T.BPF_MAP_TYPE_BLOOM_FILTER: "5.16",
-    T.BPF_MAP_TYPE_USER_RINGBUF: "6.1", T.BPF_MAP_TYPE_CGRP_STORAGE: "6.2", T.BPF_MAP_TYPE_ARENA: "6.9",
-}
 
 # What the kernel demands of each type's parameters (appended to EINVAL messages at creation).
 _CREATE_RULES: dict[int, str] = {
@@ -163,10 +150,8 @@ def _round8(n: int) -> int:
 
 
 def _type_name(t: int) -> str:
-    try:
-        return T.MapType(t).name.lower().removesuffix("_deprecated")
-    except ValueError:
-        return f"type {t}"
+    kind = enum_or_int(T.MapType, t)
+    return kind.name.lower().removesuffix("_deprecated") if isinstance(kind, T.MapType) else f"type {t}"
 
 
 def _older_than(version: str) -> bool:
@@ -175,9 +160,7 @@ def _older_than(version: str) -> bool:
 
 def sanitize_name(name: str) -> str:
     """A name the kernel accepts: only [A-Za-z0-9_.] (others dropped), at most 15 characters."""
-    if not (name.isascii() and name.replace("_", "").replace(".", "").isalnum()):
-        name = "".join(c for c in name if c.isascii() and (c.isalnum() or c in "_."))
-    return name[: T.BPF_OBJ_NAME_LEN - 1]
+    return object_name(name, fill="")
 
 
 # ---- codecs ------------------------------------------------------------------------------------------------
@@ -543,13 +526,6 @@ class MapInfo:
     memlock: int | None  # bytes charged to the map, from fdinfo
 
 
-def _map_type(t: int) -> MapType | int:
-    try:
-        return T.MapType(t)
-    except ValueError:
-        return t
-
-
 def _raw_info(fd: int) -> T.MapInfo:
     info = T.MapInfo()
     attr = T.InfoByFdAttr(bpf_fd=fd, info_len=ctypes.sizeof(info), info=ctypes.addressof(info))
@@ -635,7 +611,7 @@ class Map:
     @property
     def type(self) -> MapType | int:
         """The map type: a MapType member (a plain int for a type newer than pybpf knows)."""
-        return _map_type(self.map_type)
+        return enum_or_int(T.MapType, self.map_type)
 
     # ---- codecs ----------------------------------------------------------------------------------------
 
@@ -678,8 +654,7 @@ class Map:
               codecs: Callable[[], tuple[CodecLike, CodecLike]] | None = None) -> None:
         """Build `spec` (and, given `codecs`, the key/value codecs) on first use (a collection loaded from a
         cached plan reads the object file and its BTF only when a spec is asked for or a value decoded)."""
-        del self.spec
-        self._build_spec = spec
+        defer(self, "spec", spec)
         if codecs is not None:
             for name in _CODEC_ATTRIBUTES:
                 self.__dict__.pop(name, None)
@@ -687,14 +662,12 @@ class Map:
 
     def __getattr__(self, name: str) -> Any:
         # Only reached for attributes not set: a deferred spec or deferred codecs.
-        if name == "spec" and "_build_spec" in self.__dict__:
-            self.spec = self.__dict__.pop("_build_spec")()
-            return self.spec
         if name in _CODEC_ATTRIBUTES and "_build_codecs" in self.__dict__:
-            key, value = self.__dict__.pop("_build_codecs")()
+            key, value = self._build_codecs()
             self.set_codec(key=key, value=value)
+            del self._build_codecs
             return getattr(self, name)
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return build_deferred(self, name)
 
     @staticmethod
     def _direct_writer(codec: Codec, buf: bytearray) -> Callable[[Any], None] | None:
@@ -909,7 +882,7 @@ class Map:
         frozen = fdinfo.get("frozen")
         memlock = fdinfo.get("memlock")
         return MapInfo(
-            type=_map_type(raw.type), id=raw.id, name=_c_name(raw.name), key_size=raw.key_size,
+            type=enum_or_int(T.MapType, raw.type), id=raw.id, name=_c_name(raw.name), key_size=raw.key_size,
             value_size=raw.value_size, max_entries=raw.max_entries, flags=raw.map_flags,
             map_extra=raw.map_extra, ifindex=raw.ifindex, btf_id=raw.btf_id,
             btf_key_type_id=raw.btf_key_type_id, btf_value_type_id=raw.btf_value_type_id,
@@ -1461,8 +1434,8 @@ class Map:
         return view
 
 
-_BATCH_TYPES = frozenset({T.BPF_MAP_TYPE_HASH, T.BPF_MAP_TYPE_PERCPU_HASH, T.BPF_MAP_TYPE_LRU_HASH, T.BPF_MAP_TYPE_LRU_PERCPU_HASH,
-                          T.BPF_MAP_TYPE_ARRAY, T.BPF_MAP_TYPE_PERCPU_ARRAY})
+_BATCH_TYPES = frozenset({T.BPF_MAP_TYPE_HASH, T.BPF_MAP_TYPE_PERCPU_HASH, T.BPF_MAP_TYPE_LRU_HASH,
+                          T.BPF_MAP_TYPE_LRU_PERCPU_HASH, T.BPF_MAP_TYPE_ARRAY, T.BPF_MAP_TYPE_PERCPU_ARRAY})
 
 
 def _pairs(keys: list[Any], values: list[Any]) -> list[tuple[Any, Any]]:
@@ -1499,9 +1472,17 @@ def _fixup_spec(spec: MapSpec) -> MapSpec:
     return s
 
 
+def _first_kernel(map_type: int) -> str:
+    """The first Linux release with `map_type` ("" for a type this pybpf does not know)."""
+    from pybpf.features.versions import first_kernel  # error messages only
+
+    kind = enum_or_int(T.MapType, map_type)
+    return first_kernel("map_type", kind) if isinstance(kind, T.MapType) else ""
+
+
 def _create_error(spec: MapSpec, err: int, with_btf: bool) -> BPFError:
     tname = _type_name(spec.type)
-    first = FIRST_KERNEL.get(int(spec.type), "")
+    first = _first_kernel(spec.type)
     if err in (_errno.EINVAL, ENOTSUPP, _errno.EOPNOTSUPP) and first and _older_than(first):
         return NotSupportedError(f"{tname} maps", first, err)
     what = (f"creating map {spec.name!r} ({tname}, key_size={spec.key_size}, value_size={spec.value_size}, "
@@ -1512,7 +1493,7 @@ def _create_error(spec: MapSpec, err: int, with_btf: bool) -> BPFError:
         rule = _CREATE_RULES.get(int(spec.type))
         if rule:
             hint += f"; {tname} maps: {rule}"
-        elif spec.type not in FIRST_KERNEL:
+        elif not first:
             hint += "; this map type may not exist in this kernel"
         if with_btf:
             hint += "; the BTF key/value types may not match key_size/value_size"

@@ -27,6 +27,7 @@ import struct
 
 from pybpf import __version__
 from pybpf._cache import boot_id, cache_root, write_atomically
+from pybpf._lazy import cache
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -147,15 +148,13 @@ def _replay(plan: tuple[Any, ...], path: str, pin_root: str, read: Callable[[], 
 
     ident, name, blob, map_plans, program_plans, all_programs, variable_names = plan
     btf_fd = btf_load(blob) if blob is not None else None
-    spec: list[CollectionSpec] = []
 
+    @cache  # read once, by the first of the collection, its maps and programs to ask for a spec
     def collection_spec() -> CollectionSpec:
-        if not spec:
-            if not _unchanged(path, ident):
-                # Its offsets and types would not describe the maps and programs loaded from the plan.
-                raise ObjectError(f"{path} changed since it was loaded; load it again to read its specs")
-            spec.append(read().spec)
-        return spec[0]
+        if not _unchanged(path, ident):
+            # Its offsets and types would not describe the maps and programs loaded from the plan.
+            raise ObjectError(f"{path} changed since it was loaded; load it again to read its specs")
+        return read().spec
 
     coll = Collection(collection_spec, btf_fd, name)
     coll.variable_names = frozenset(variable_names)
@@ -306,7 +305,8 @@ def _program_plan(name: str, pspec: ProgramSpec | None, by_fd: dict[int, str]) -
 
     insns = pspec.instructions if isinstance(pspec.instructions, bytes) else pspec.instructions.encode()
     return (name, int(pspec.type), int(pspec.attach_type) if pspec.attach_type is not None else None,
-            pspec.section, section_split(pspec.section) if pspec.section else None, pspec.attach_to, pspec.license, pspec.kernel_version, pspec.flags, pspec.sleepable, pspec.attach_btf_id,
+            pspec.section, section_split(pspec.section) if pspec.section else None, pspec.attach_to, pspec.license,
+            pspec.kernel_version, pspec.flags, pspec.sleepable, pspec.attach_btf_id,
             insns, _fd_sites(name, insns, by_fd), pspec.func_info, pspec.func_info_rec_size, pspec.line_info,
             pspec.line_info_rec_size)
 

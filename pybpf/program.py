@@ -12,6 +12,8 @@ import ctypes
 import errno as _errno
 import os
 
+from pybpf._lazy import build_deferred, defer
+from pybpf._sys import enum_or_int, object_name
 from pybpf._sys import types as T
 from pybpf._sys.fd import FD
 from pybpf._sys.pin import open_pinned, pin_fd
@@ -52,20 +54,6 @@ _LOG_INSN = r"^(\d+): \([0-9a-f]{2}\)"
 # Program types whose test run executes exactly once: no repeat, no duration, no ctx_out.
 _RUN_ONCE = frozenset({T.BPF_PROG_TYPE_RAW_TRACEPOINT, T.BPF_PROG_TYPE_SYSCALL})
 _LINE_SHIFT = 10  # bpf_line_info.line_col = line << 10 | column
-
-
-def object_name(name: str) -> str:
-    """The kernel's form of an object name: at most 15 characters of ``[A-Za-z0-9_.]``."""
-    if not (name.isascii() and name.replace("_", "").replace(".", "").isalnum()):
-        name = "".join(c if c.isascii() and (c.isalnum() or c in "_.") else "_" for c in name)
-    return name[: T.BPF_OBJ_NAME_LEN - 1]
-
-
-def _enum_or_int(enum_type: Any, value: int) -> Any:
-    try:
-        return enum_type(value)
-    except ValueError:  # a kernel newer than the generated ABI
-        return value
 
 
 # ---- specs -----------------------------------------------------------------------------------------------
@@ -364,27 +352,22 @@ class Program:
     @property
     def type(self) -> T.ProgType | int:
         """The program type: a ProgType member (a plain int for a type newer than pybpf knows)."""
-        return _enum_or_int(T.ProgType, self.prog_type)  # type: ignore[no-any-return]
+        return enum_or_int(T.ProgType, self.prog_type)
 
     @property
     def attach_type(self) -> T.AttachType | int | None:
         """The expected attach type it was loaded with (AttachType; None when none was given)."""
         t = self.expected_attach_type
-        return None if t is None else _enum_or_int(T.AttachType, t)  # type: ignore[no-any-return]
+        return None if t is None else enum_or_int(T.AttachType, t)
 
     def defer_spec(self, build: Callable[[], ProgramSpec]) -> None:
         """Build `spec` on first access with `build()` (a collection loaded from a cached plan reads the
         object file only when a spec is asked for)."""
-        del self.spec
-        self._build_spec = build
+        defer(self, "spec", build)
 
     def __getattr__(self, name: str) -> Any:
         # Only reached for attributes not set: a deferred spec.
-        build = self.__dict__.pop("_build_spec", None) if name == "spec" else None
-        if build is None:
-            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-        self.spec = build()
-        return self.spec
+        return build_deferred(self, name)
 
     # -- construction ------------------------------------------------------------------------------------
     @classmethod
@@ -434,7 +417,7 @@ class Program:
         except BaseException:
             owned.close()
             raise
-        prog = cls(owned, name=_c_name(info.name), type=_enum_or_int(T.ProgType, info.type))
+        prog = cls(owned, name=_c_name(info.name), type=info.type)
         prog._id = info.id
         return prog
 
@@ -475,7 +458,7 @@ class Program:
         info = ProgramInfo(
             id=raw.id,
             name=_c_name(raw.name),
-            type=_enum_or_int(T.ProgType, raw.type),
+            type=enum_or_int(T.ProgType, raw.type),
             tag=bytes(raw.tag).hex(),
             insn_count=raw.xlated_prog_len // _INSN_SIZE,
             xlated_size=raw.xlated_prog_len,
@@ -656,7 +639,7 @@ def _c_name(raw: ctypes.Array[ctypes.c_uint8]) -> str:
 
 
 def _type_name(prog_type: int) -> str:
-    kind = _enum_or_int(T.ProgType, prog_type)
+    kind = enum_or_int(T.ProgType, prog_type)
     return kind.name.lower() if isinstance(kind, T.ProgType) else f"type {prog_type}"
 
 

@@ -4,7 +4,9 @@ sys.path because it holds the rootdir conftest.py)."""
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,3 +32,16 @@ def release(proc: subprocess.Popen[str], line: str = "go", *, close: bool = Fals
     proc.stdin.flush()
     if close:
         proc.stdin.close()
+
+
+def fresh_python(code: str, cache: Path, *args: object, netns: str | None = None) -> list[str]:
+    """The output lines of `code`, run with `args` as argv[1:] in a new interpreter on this checkout of pybpf
+    and the pybpf cache `cache` (inside network namespace `netns` when given): what a tool starting up sees.
+    -S: no site-packages .pth hooks, which may import modules first that pybpf must not."""
+    root = Path(__file__).resolve().parent.parent
+    prefix = ["ip", "netns", "exec", netns] if netns is not None else []
+    result = subprocess.run([*prefix, sys.executable, "-S", "-c", code, *map(str, args)], capture_output=True,
+                            text=True, check=False, timeout=60,
+                            env={**os.environ, "PYBPF_CACHE": str(cache), "PYTHONPATH": str(root)})
+    assert result.returncode == 0, result.stderr
+    return result.stdout.splitlines()

@@ -3,13 +3,11 @@ imports no enum and no pybpf.btf (real kernel, tests/bpf/events_seq.bpf.c)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from child_process import fresh_python
 
 import pybpf
 
@@ -18,15 +16,6 @@ pytestmark = pytest.mark.usefixtures("require_root")
 # What reading raw records must not import: the enums of pybpf._sys.types (enum), BTF (pybpf.btf, needed only
 # to decode a record type) and the modules those bring in.
 _HEAVY = ("enum", "functools", "re", "typing", "dataclasses", "pybpf.btf")
-
-
-def _fresh_process(code: str, cache: Path, *args: object) -> list[str]:
-    """The output lines of `code` run with `args` as argv[1:] in a new interpreter on the same cache (the pattern
-    of tests/test_plan.py; -S: no site-packages .pth hooks, which may import modules first that pybpf must not)."""
-    root = Path(pybpf.__file__).resolve().parent.parent
-    return subprocess.run([sys.executable, "-S", "-c", code, *map(str, args)], capture_output=True, text=True,
-                          check=True, env={**os.environ, "PYBPF_CACHE": str(cache), "PYTHONPATH": str(root)},
-                          ).stdout.splitlines()
 
 
 def test_raw_ringbuf_read_imports_no_enum_or_btf(cache: Path, bpf_obj: Callable[[str], Path]) -> None:
@@ -45,6 +34,6 @@ def test_raw_ringbuf_read_imports_no_enum_or_btf(cache: Path, bpf_obj: Callable[
         f"    print(','.join(sorted(m for m in sys.modules if m.split('.')[0] in {_HEAVY!r} "
         f"or m.startswith('pybpf.btf'))))\n"
     )
-    out = _fresh_process(code, cache, obj)
+    out = fresh_python(code, cache, obj)
     # One 56-byte struct event arrived, as bytes; nothing heavy was imported on the way.
     assert out == ["1", "bytes:56:0", ""], out

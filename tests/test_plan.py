@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from child_process import fresh_python
 
 import pybpf
 
@@ -29,6 +29,30 @@ def obj_copy(tmp_path: Path, bpf_obj: BpfObj) -> Callable[[str], Path]:
         return dest
 
     return copy
+
+
+@pytest.fixture
+def planned(obj_copy: Callable[[str], Path]) -> Callable[..., Path]:
+    """A private copy of a test object, loaded once with `options` (those of pybpf.load) so that its plan is
+    saved: the next load with the same options replays it."""
+
+    def make(name: str, **options: Any) -> Path:
+        obj = obj_copy(name)
+        pybpf.load(obj, **options).close()
+        return obj
+
+    return make
+
+
+# The start of the code of a fresh process: the plan of the object in argv[1] replayed as `c`, and `before`, the
+# modules the interpreter had before pybpf was imported.
+_REPLAY = (
+    "import sys\n"
+    "before = set(sys.modules)\n"
+    "import os, pybpf\n"
+    "c = pybpf.load(sys.argv[1])\n"
+    "assert c.plan, 'not replayed'\n"
+)
 
 
 def _plans(cache: Path) -> list[Path]:
@@ -63,29 +87,15 @@ def test_second_load_replays_the_plan_with_the_same_effects(cache: Path, obj_cop
         assert len(replayed.instructions) == len(loaded.instructions)
 
 
-def test_replayed_load_imports_no_object_reader(cache: Path, obj_copy: Callable[[str], Path]) -> None:
-    obj = obj_copy("load_globals")
-    pybpf.load(obj).close()
-    code = (
-        "import sys, pybpf\n"
-        "c = pybpf.load(sys.argv[1])\n"
-        "assert c.plan, 'not replayed'\n"
+def test_replayed_load_imports_no_object_reader(cache: Path, planned: Callable[..., Path]) -> None:
+    code = _REPLAY + (
         "heavy = sorted(m for m in sys.modules if m.startswith(('pybpf.elf.reader', 'pybpf.btf', 'pybpf.asm')))\n"
         "print(','.join(heavy))\n"
         "c.programs['compute'].test_run()\n"
         "print(c.variables['counter'].value)\n"
     )
-    out = _fresh_process(code, cache, obj)
+    out = fresh_python(code, cache, planned("load_globals"))
     assert out == ["", "6"], out
-
-
-def _fresh_process(code: str, cache: Path, *objs: Path) -> list[str]:
-    """The output lines of `code` run with the objects as argv[1:] in a new interpreter on the same cache.
-    (-S: no site-packages .pth hooks, which may import modules first that pybpf must not; this sandbox's does.)"""
-    root = Path(pybpf.__file__).resolve().parent.parent
-    return subprocess.run([sys.executable, "-S", "-c", code, *map(str, objs)], capture_output=True, text=True,
-                          check=True, env={**os.environ, "PYBPF_CACHE": str(cache), "PYTHONPATH": str(root)},
-                          ).stdout.splitlines()
 
 
 # What a replayed load and a tracepoint attach must not import: each costs milliseconds of a tool's start-up
@@ -94,31 +104,23 @@ _START_UP_HEAVY = ("enum", "functools", "collections", "weakref", "importlib", "
                    "typing", "dataclasses", "pybpf.elf.sections", "pybpf.elf.reader", "pybpf.btf", "pybpf.asm")
 
 
-def test_replayed_load_and_attach_import_nothing_heavy(cache: Path, obj_copy: Callable[[str], Path]) -> None:
-    obj = obj_copy("link_tp")
-    pybpf.load(obj).close()
-    code = (
-        "import sys\n"
-        "before = set(sys.modules)\n"
-        "import os, pybpf\n"
-        "with pybpf.load(sys.argv[1]) as c:\n"
-        "    assert c.plan, 'not replayed'\n"
-        "    with c.programs['count_tp'].attach():\n"
-        "        for _ in range(7):\n"
-        "            os.getppid()\n"
-        "    new = set(sys.modules) - before\n"
-        f"    print(','.join(sorted(m for m in new if m.startswith({_START_UP_HEAVY!r}))))\n"
-        "    print(c.maps['tp_counts'].lookup(os.getpid()))\n"
+def test_replayed_load_and_attach_import_nothing_heavy(cache: Path, planned: Callable[..., Path]) -> None:
+    code = _REPLAY + (
+        "with c.programs['count_tp'].attach():\n"
+        "    for _ in range(7):\n"
+        "        os.getppid()\n"
+        "new = set(sys.modules) - before\n"
+        f"print(','.join(sorted(m for m in new if m.startswith({_START_UP_HEAVY!r}))))\n"
+        "print(c.maps['tp_counts'].lookup(os.getpid()))\n"
     )
-    out = _fresh_process(code, cache, obj)
+    out = fresh_python(code, cache, planned("link_tp"))
     assert out == ["", "7"], out
 
 
-def test_replayed_types_are_enums_for_display(cache: Path, obj_copy: Callable[[str], Path]) -> None:
+def test_replayed_types_are_enums_for_display(cache: Path, planned: Callable[..., Path]) -> None:
     from pybpf._sys import types as T
 
-    obj = obj_copy("link_tp")
-    pybpf.load(obj).close()
+    obj = planned("link_tp")
     with pybpf.load(obj) as coll:
         assert coll.plan is not None
         prog, counts = coll.programs["count_btf"], coll.maps["tp_counts"]
@@ -129,9 +131,8 @@ def test_replayed_types_are_enums_for_display(cache: Path, obj_copy: Callable[[s
         assert "tracing" in repr(prog) and "hash" in repr(counts)
 
 
-def test_tail_calls_and_map_in_map_replayed(cache: Path, obj_copy: Callable[[str], Path]) -> None:
-    obj = obj_copy("load_maps")
-    pybpf.load(obj).close()
+def test_tail_calls_and_map_in_map_replayed(cache: Path, planned: Callable[..., Path]) -> None:
+    obj = planned("load_maps")
     with pybpf.load(obj) as coll:
         assert coll.plan is not None
         result = coll.programs["entry"].test_run(bytes(64))
@@ -140,9 +141,8 @@ def test_tail_calls_and_map_in_map_replayed(cache: Path, obj_copy: Callable[[str
         assert coll.maps["inner_b"][0] == 7  # reached through outer[1]: the map of maps was filled
 
 
-def test_replayed_tracepoints_attach_and_count(cache: Path, obj_copy: Callable[[str], Path]) -> None:
-    obj = obj_copy("link_tp")
-    pybpf.load(obj, autoload={"count_btf": False}).close()
+def test_replayed_tracepoints_attach_and_count(cache: Path, planned: Callable[..., Path]) -> None:
+    obj = planned("link_tp", autoload={"count_btf": False})
     with pybpf.load(obj, autoload={"count_btf": False}) as coll:
         assert coll.plan is not None
         assert "count_btf" not in coll.programs
@@ -155,9 +155,8 @@ def test_replayed_tracepoints_attach_and_count(cache: Path, obj_copy: Callable[[
         assert coll.maps["tp_counts"][key] == 7
 
 
-def test_plan_depends_on_object_options_and_cache_flag(cache: Path, obj_copy: Callable[[str], Path]) -> None:
-    obj = obj_copy("load_globals")
-    pybpf.load(obj, set={"multiplier": 3}).close()
+def test_plan_depends_on_object_options_and_cache_flag(cache: Path, planned: Callable[..., Path]) -> None:
+    obj = planned("load_globals", set={"multiplier": 3})
     [plan] = _plans(cache)
     with pybpf.load(obj, set={"multiplier": 4}) as other:  # other options: the whole load, and another plan
         assert other.plan is None
@@ -183,9 +182,8 @@ def test_plan_depends_on_object_options_and_cache_flag(cache: Path, obj_copy: Ca
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "world-writable"])
-def test_damaged_or_foreign_plan_is_not_used(cache: Path, obj_copy: Callable[[str], Path], damage: str) -> None:
-    obj = obj_copy("load_globals")
-    pybpf.load(obj, set={"multiplier": 3}).close()
+def test_damaged_or_foreign_plan_is_not_used(cache: Path, planned: Callable[..., Path], damage: str) -> None:
+    obj = planned("load_globals", set={"multiplier": 3})
     [plan] = _plans(cache)
     if damage == "garbage":
         plan.write_bytes(b"\x00not a plan")
@@ -241,44 +239,38 @@ def test_plan_cache_stays_bounded(cache: Path, obj_copy: Callable[[str], Path], 
     assert [p.name.startswith("load_globals") for p in left].count(True) == 1  # the newest plan is kept
 
 
-def test_plans_follow_xdg_cache_home(tmp_path: Path, obj_copy: Callable[[str], Path],
+def test_plans_follow_xdg_cache_home(tmp_path: Path, planned: Callable[..., Path],
                                      monkeypatch: pytest.MonkeyPatch) -> None:
     # One cache root for every cache (build, BTF index, plans): $XDG_CACHE_HOME/pybpf without $PYBPF_CACHE.
     monkeypatch.delenv("PYBPF_CACHE", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    obj = obj_copy("load_globals")
-    pybpf.load(obj).close()
+    obj = planned("load_globals")
     assert len(_plans(tmp_path / "xdg" / "pybpf")) == 1
     with pybpf.load(obj) as coll:
         assert coll.plan is not None and coll.plan.startswith(str(tmp_path / "xdg" / "pybpf"))
 
 
 def test_replayed_ring_buffer_reads_its_object_only_for_the_lost_count(cache: Path,
-                                                                        obj_copy: Callable[[str], Path]) -> None:
-    obj = obj_copy("events_seq")
-    pybpf.load(obj).close()
-    code = (
-        "import sys, pybpf\n"
-        "c = pybpf.load(sys.argv[1])\n"
-        "assert c.plan, 'not replayed'\n"
+                                                                        planned: Callable[..., Path]) -> None:
+    code = _REPLAY + (
         "rb = c.ringbuf('rb')\n"
         "print('pybpf.elf.reader' in sys.modules)\n"
         "print(rb.lost)\n"  # the program's global `dropped`: now the object is read
         "print('pybpf.elf.reader' in sys.modules)\n"
     )
-    out = _fresh_process(code, cache, obj)
+    out = fresh_python(code, cache, planned("events_seq"))
     assert out == ["False", "0", "True"], out
 
 
-def test_specs_of_a_replayed_load_refuse_a_rebuilt_object(cache: Path, obj_copy: Callable[[str], Path]) -> None:
-    obj = obj_copy("load_globals")
-    pybpf.load(obj).close()
+def test_specs_of_a_replayed_load_refuse_a_rebuilt_object(cache: Path, planned: Callable[..., Path]) -> None:
+    obj = planned("load_globals")
     with pybpf.load(obj) as coll:
         assert coll.plan is not None
         st = obj.stat()
         os.utime(obj, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))  # rebuilt since the replay
-        with pytest.raises(pybpf.ObjectError, match="changed since it was loaded"):
-            _ = coll.variables
+        for _ in range(2):  # and again when asked again, not an AttributeError
+            with pytest.raises(pybpf.ObjectError, match="changed since it was loaded"):
+                _ = coll.variables
         assert coll.programs["compute"].test_run().retval == 0  # what was loaded still runs
 
 
@@ -293,6 +285,22 @@ def test_reused_pin_is_decoded_and_described_like_a_created_map(cache: Path, obj
         assert reused_map.spec is not None and created_spec is not None
         assert reused_map.spec.name == created_spec.name == "sized"
         assert reused_map.key_codec.size == 4
+
+    # `sized` has no BTF types (any 4-byte key codec passes above): pin `counts` too, whose BTF key and struct
+    # value a reused pin must decode as the map the load creates does.
+    def load_pinning_counts() -> pybpf.Collection:
+        opened = pybpf.open_object(obj)
+        opened.programs["entry"].autoload = False
+        opened.maps["counts"].pinning = 1  # LIBBPF_PIN_BY_NAME
+        return opened.load(pin_root=pin_root)
+
+    with load_pinning_counts() as created:
+        created.maps["counts"][5] = (5, 500)
+        created_codecs = type(created.maps["counts"].key_codec), type(created.maps["counts"].value_codec)
+    with load_pinning_counts() as reused:
+        counts = reused.maps["counts"]
+        assert (type(counts.key_codec), type(counts.value_codec)) == created_codecs
+        assert counts[5].bytes == 500  # the pinned map, through its BTF struct
 
 
 def test_deferred_codecs_cover_everything_set_codec_sets() -> None:
@@ -313,20 +321,16 @@ def test_deferred_codecs_cover_everything_set_codec_sets() -> None:
 
 
 def test_replayed_iterator_and_tp_btf_attach_without_reading_the_object(cache: Path,
-                                                                          obj_copy: Callable[[str], Path]) -> None:
-    iters, tp = obj_copy("link_iter"), obj_copy("link_tp")
-    pybpf.load(iters).close()
-    pybpf.load(tp).close()
-    code = (
-        "import os, sys, pybpf\n"
-        "it, tp = pybpf.load(sys.argv[1]), pybpf.load(sys.argv[2])\n"
-        "assert it.plan and tp.plan, 'not replayed'\n"
-        "prog = next(p for p in it.programs.values() if p.section == 'iter/task')\n"
+                                                                          planned: Callable[..., Path]) -> None:
+    code = _REPLAY + (
+        "tp = pybpf.load(sys.argv[2])\n"
+        "assert tp.plan, 'not replayed'\n"
+        "prog = next(p for p in c.programs.values() if p.section == 'iter/task')\n"
         "with prog.attach() as link:\n"
         "    print(link.target, str(os.getpid()) in link.read().decode())\n"
         "with tp.programs['count_btf'].attach() as link:\n"
         "    print(link.target)\n"
         "print('pybpf.elf.reader' in sys.modules)\n"
     )
-    out = _fresh_process(code, cache, iters, tp)
+    out = fresh_python(code, cache, planned("link_iter"), planned("link_tp"))
     assert out == ["iter/task True", "tp_btf/sys_enter", "False"], out

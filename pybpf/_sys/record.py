@@ -3,8 +3,9 @@
 `import dataclasses` costs ~8 ms (it pulls in `inspect`) and every decorated class ~0.8 ms more (it
 compiles three methods); the loader defines ~35 of them, which was a third of `import pybpf`'s time.
 `record` compiles only `__init__`, and only on first construction (so construction stays as fast as a
-dataclass's), and shares generic `__repr__`/`__eq__`/`__hash__`. Records still work with `dataclasses.fields`, `replace`, `asdict` and
-`is_dataclass`: `__dataclass_fields__` is built (importing `dataclasses`) the first time it is asked for.
+dataclass's), and shares generic `__repr__`/`__eq__`/`__hash__`. Records still work with `dataclasses.fields`,
+`replace`, `asdict` and `is_dataclass`: `__dataclass_fields__` is built (importing `dataclasses`) the first
+time it is asked for.
 
 Supported: field defaults, `field(default=, default_factory=)`, `frozen`, `slots`, `eq`, inheritance
 from other records. Not supported (not used here): `order`, `kw_only`, `InitVar`, `__post_init__`.

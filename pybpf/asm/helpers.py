@@ -7,8 +7,6 @@ stays importable and cheap even where that module is missing.
 
 from __future__ import annotations
 
-import sys
-
 from pybpf._lazy import cache
 
 __all__ = ["helper_id", "helper_name", "helper_names"]
@@ -23,13 +21,11 @@ def helper_names() -> dict[int, str]:
         __import__("pybpf._sys.types")  # not importlib.import_module: importing importlib costs ~0.7 ms
     except ImportError:
         return {}
-    types = sys.modules["pybpf._sys.types"]
+    from pybpf._sys import int_constants
+
     names: dict[int, str] = {}
     # The plain-int members, in the kernel's order (not the enum class: building it imports enum).
-    for constant, value in vars(types).items():
-        if not constant.startswith(_ENUM_PREFIX) or not isinstance(value, int):
-            continue
-        name = constant.removeprefix(_ENUM_PREFIX)
+    for name, value in int_constants(_ENUM_PREFIX).items():
         if name == "unspec":
             continue
         # Aliases (two names, one id) keep the first, which is the kernel's canonical name.

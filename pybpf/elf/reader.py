@@ -19,6 +19,7 @@ import os
 import struct
 
 from pybpf import asm
+from pybpf._sys import object_name
 from pybpf._sys import types as T
 from pybpf._sys.record import field, record
 from pybpf.asm.instruction import byte_positions
@@ -168,8 +169,7 @@ def internal_map_name(obj_name: str, section: str) -> str:
     -> "my_objec.rodata"; custom sections (".data.foo") drop the object prefix; 15 characters at most."""
     sfx_len = min(max(7, len(section)), _OBJ_NAME_LEN - 1)
     pfx_len = 0 if "." in section[1:] else min(_OBJ_NAME_LEN - sfx_len - 1, len(obj_name))
-    raw = obj_name[:pfx_len] + section[:sfx_len]
-    return "".join(c if (c.isascii() and c.isalnum()) or c in "_." else "_" for c in raw)
+    return object_name(obj_name[:pfx_len] + section[:sfx_len])
 
 
 def _with_path(exc: ObjectError, path: str) -> ObjectError:
