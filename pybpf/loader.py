@@ -345,7 +345,7 @@ def _relocate(coll: Collection, spec: CollectionSpec, name: str, pspec: ProgramS
 
 
 def _kernel_type_id(name: str, kinds: tuple[type[bt.Type], ...]) -> int:
-    found = [t for t in kernel_spec().types_by_name(name, kinds)]
+    found = kernel_spec().types_by_name(name, kinds)
     return found[0].id if found else 0
 
 

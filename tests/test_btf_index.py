@@ -24,9 +24,16 @@ def _full_scan(spec: Spec, name: str) -> list[int]:
     return [i for i in range(spec.first_id, spec.next_id) if spec.type(i).name == name]
 
 
+def _sort_names(spec: Spec) -> None:
+    """Build both name-sorted indexes (FUNCs and the other named types), as frequent lookups do."""
+    spec._sorted_index(True)
+    spec._sorted_index(False)
+
+
 @pytest.fixture(scope="module")
 def fresh(tmp_path_factory: pytest.TempPathFactory) -> tuple[Spec, Path]:
-    """vmlinux loaded through an empty cache directory (index built), and that directory."""
+    """vmlinux loaded through an empty cache directory (walked lazily, its index written once sorted), and
+    that directory."""
     cache = tmp_path_factory.mktemp("cache")
     mp = pytest.MonkeyPatch()
     mp.setenv("PYBPF_CACHE", str(cache))
@@ -57,7 +64,7 @@ def test_a_cold_lookup_walks_only_what_it_needs(tmp_path: Path, monkeypatch: pyt
     (task,) = spec.ids_by_name("task_struct", funcs=False)
     task_struct = spec.type(task)
     assert isinstance(task_struct, Struct) and task_struct.member("real_parent")
-    assert spec._searches == 1 and spec._name_order is None
+    assert spec._searches == 1 and spec._sorted == [False, False]
     assert 0 < spec._walk_at < len(spec._words) // 10
     assert not (tmp_path / "btf-index").exists()  # a partial walk is not worth keeping
     assert spec.next_id == Spec(spec_mod._read_btf(KERNEL_BTF)).next_id  # walks the rest on demand
@@ -68,26 +75,31 @@ def test_index_is_cached_once_names_are_sorted(tmp_path: Path, monkeypatch: pyte
     spec = load_cached(KERNEL_BTF)
     spec.expect_lookups(spec_mod._SEARCHES_BEFORE_SORT + 1)  # more than searches pay for: sort at once
     found = spec.ids_by_name("task_struct", funcs=False)
-    assert spec._name_order is not None and spec._func_order is None
+    assert spec._sorted == [True, False]
     files = list((tmp_path / "btf-index").iterdir())
     assert len(files) == 1 and files[0].stat().st_size > 100_000
     second = load_cached(KERNEL_BTF)
-    assert second._name_order is not None and second._func_order is None
+    assert second._sorted == [True, False]
     assert second._walk_at == len(second._words) and second.ids_by_name("task_struct", funcs=False) == found
     # A process that found the index sorts the FUNC names at its first FUNC lookup, and saves them too.
     funcs = second.ids_by_name("do_unlinkat")
-    assert second._func_order is not None and funcs
+    assert second._sorted == [True, True] and funcs
     third = load_cached(KERNEL_BTF)
-    assert third._func_order is not None and third._name_order is not None
+    assert third._sorted == [True, True]
     assert third.ids_by_name("do_unlinkat") == funcs == _full_scan(third, "do_unlinkat")
     assert third.ids_by_name_prefix("do_unlink") == second.ids_by_name_prefix("do_unlink")
+    # A damaged index (cut short here) is ignored: the spec is walked lazily again, and answers the same.
+    (path,) = (tmp_path / "btf-index").iterdir()
+    path.write_bytes(path.read_bytes()[:-4])
+    damaged = load_cached(KERNEL_BTF)
+    assert damaged._walk_at == 0 and damaged._sorted == [False, False]
+    assert damaged.ids_by_name("do_unlinkat") == funcs
 
 
 def test_search_agrees_with_the_sorted_index() -> None:
     data = spec_mod._read_btf(KERNEL_BTF)
     searched, sorted_ = Spec(data), Spec(data)
-    sorted_._func_sorted_index()
-    sorted_._name_sorted_index()
+    _sort_names(sorted_)
     exact = ["do_unlinkat", "vfs_read", "schedule", "task_struct", "open", "pid_t", "nf_conn___init",
              "no_such_function_at_all"]
     prefixes = ["do_unlink", "__x64_sys_openat", "nf_conn___", "zzz_nothing"]
@@ -101,10 +113,10 @@ def test_search_agrees_with_the_sorted_index() -> None:
     searched._searches = 0
     assert (searched.named(["task_struct", "nf_conn"], ["nf_conn___"], funcs=False)
             == sorted_.named(["task_struct", "nf_conn"], ["nf_conn___"], funcs=False))
-    assert searched._func_order is None and searched._name_order is None  # all answered by search
+    assert searched._sorted == [False, False]  # all answered by search
     # A prefix matching many names is answered from the sorted names instead.
     assert searched.ids_by_name_prefix("vfs_", funcs=True) == sorted_.ids_by_name_prefix("vfs_", funcs=True)
-    assert searched._func_order is not None
+    assert searched._sorted[True]
 
 
 def test_search_agrees_with_a_name_dict() -> None:
@@ -118,7 +130,7 @@ def test_search_agrees_with_a_name_dict() -> None:
         spec._searches = 0
         hit = names[name]
         assert spec.ids_by_name(name) == (hit if isinstance(hit, list) else [hit]), name
-    assert spec._name_order is None and spec._func_order is None
+    assert spec._sorted == [False, False]
 
 
 def test_sorted_indexes_agree_with_a_name_dict() -> None:
@@ -127,8 +139,7 @@ def test_sorted_indexes_agree_with_a_name_dict() -> None:
 
     data = spec_mod._read_btf(KERNEL_BTF)
     spec, ref = Spec(data), Spec(data)
-    spec._func_sorted_index()
-    spec._name_sorted_index()
+    _sort_names(spec)
     names = ref._name_index()
     sample = random.Random(7).sample(sorted(names), 400)
     sample += [n for n in names if len(n.encode()) >= spec_mod._NAME_WINDOW][:20]
@@ -171,8 +182,7 @@ def test_large_spec_lookups_by_search_and_by_sort() -> None:
         spec = Spec(blob)
         assert spec.large
         if force_sort:
-            spec._func_sorted_index()
-            spec._name_sorted_index()
+            _sort_names(spec)
         else:
             spec._searches = -100  # every lookup below by search
         assert spec.ids_by_name("my_funky") == [ids["my_funky"]]
@@ -210,8 +220,7 @@ def test_large_split_spec_finds_names_in_both_string_sections() -> None:
         split = Spec(_blob(words, own), base)
         assert split.large
         if force_sort:
-            split._func_sorted_index()
-            split._name_sorted_index()
+            _sort_names(split)
         else:
             split._searches = -100
         assert split.ids_by_name("split_int") == list(range(first + 1, first + 5000, 2))

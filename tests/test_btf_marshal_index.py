@@ -98,13 +98,13 @@ def test_kernel_index_is_written_once_sorted(cache: Path, monkeypatch: pytest.Mo
 
     monkeypatch.setattr(spec_mod, "write_atomically", counting)
     kernel = spec_mod.load_cached(spec_mod.KERNEL_BTF)
-    assert kernel.ids_by_name("task_struct", funcs=False) and kernel._name_order is None
+    assert kernel.ids_by_name("task_struct", funcs=False) and not kernel._sorted[False]
     assert writes == []
     kernel.expect_lookups(1000)
-    assert kernel.ids_by_name("sk_buff", funcs=False) and kernel._name_order is not None
+    assert kernel.ids_by_name("sk_buff", funcs=False) and kernel._sorted[False]
     assert len(writes) == 1
     warm = spec_mod.load_cached(spec_mod.KERNEL_BTF)
-    assert warm._name_order is not None and warm.ids_by_name("task_struct", funcs=False)
+    assert warm._sorted[False] and warm.ids_by_name("task_struct", funcs=False)
     assert len(writes) == 1
 
 

@@ -602,6 +602,21 @@ def test_candidates_are_cached_and_resolution_is_fast(fields_obj: Obj, types_obj
     assert elapsed < 0.1 * SLOWER, f"{3 * len(relos)} relocations took {elapsed * 1e3:.1f} ms"
 
 
+def test_expected_lookups_leave_out_names_already_looked_up(fields_obj: Obj, kernel: Spec,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A load tells the kernel spec how many names CO-RE will look up (a search each, or one sort of them
+    all): names the TargetBTF has looked up already, for an earlier object, are not counted again."""
+    expected: list[int] = []
+    monkeypatch.setattr(kernel, "expect_lookups", expected.append)
+    targets = TargetBTF(kernel)
+    named = {essential_name(fields_obj.local.type(r.type_id).name) for r in fields_obj.relos
+             if r.kind != K.TYPE_ID_LOCAL}
+    targets.expect(fields_obj.local, fields_obj.relos)
+    resolve_all(fields_obj.relos, fields_obj.local, targets)
+    targets.expect(Spec(fields_obj.local.data), fields_obj.relos)  # the same types, from a fresh object
+    assert expected == [len(named), 0] and len(named) > 1
+
+
 # ----- the same answers as libbpf ---------------------------------------------------------------------------
 
 _PATCHED = re.compile(

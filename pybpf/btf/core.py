@@ -401,15 +401,20 @@ class TargetBTF:
 
     def expect(self, local: Spec, relos: Iterable[CoreRelo]) -> None:
         """Tell the kernel spec how many types these relocations will look up by name, before resolving
-        them: it then chooses between a search per name and sorting all its names once."""
+        them: it then chooses between a search per name and sorting all its names once. Names this
+        TargetBTF has looked up already (an earlier load of the same types) cost no lookup."""
         state = self._state(local)
+        kernel = id(self.kernel)
         names = set()
         for r in relos:
             if r.kind != K.TYPE_ID_LOCAL and r.type_id not in state.candidates:
                 try:
-                    names.add(essential_name(local.type(r.type_id).name))
+                    t = local.type(r.type_id)
                 except ObjectError:
-                    pass  # a bad type id: resolving that relocation reports it, with its context
+                    continue  # a bad type id: resolving that relocation reports it, with its context
+                key = (kernel, essential_name(t.name), isinstance(t, Func))  # as _ids_with_essential_name's
+                if t.name and key not in self._named:
+                    names.add(key)
         self.kernel.expect_lookups(len(names))
 
     def _state(self, local: Spec) -> _LocalState:

@@ -32,7 +32,7 @@ from array import array
 from itertools import accumulate
 
 from pybpf._sys.record import field, field_names, record
-from pybpf.btf.spec import BTF_MAGIC, HEADER, Spec
+from pybpf.btf.spec import _EXTRA_WORDS, BTF_MAGIC, HEADER, Spec
 from pybpf.btf.types import (
     Array,
     Composite,
@@ -82,11 +82,9 @@ _REF_KINDS = frozenset({
     Kind.PTR, Kind.TYPEDEF, Kind.VOLATILE, Kind.CONST, Kind.RESTRICT, Kind.FUNC, Kind.FUNC_PROTO,
     Kind.VAR, Kind.DECL_TAG, Kind.TYPE_TAG,
 })
-# (fixed extra words, words per vlen entry), and which word of each entry is a string / a type id.
-_LAYOUT: dict[int, tuple[int, int]] = {
-    Kind.INT: (1, 0), Kind.ARRAY: (3, 0), Kind.STRUCT: (0, 3), Kind.UNION: (0, 3), Kind.ENUM: (0, 2),
-    Kind.FUNC_PROTO: (0, 2), Kind.VAR: (1, 0), Kind.DATASEC: (0, 3), Kind.DECL_TAG: (1, 0), Kind.ENUM64: (0, 3),
-}
+# (fixed extra words, words per vlen entry) of each kind, as the parser reads them; and which word of
+# each entry is a string / a type id.
+_LAYOUT = _EXTRA_WORDS
 _ENTRY_NAME: dict[int, int] = {Kind.STRUCT: 0, Kind.UNION: 0, Kind.ENUM: 0, Kind.ENUM64: 0, Kind.FUNC_PROTO: 0}
 _ENTRY_TYPE: dict[int, int] = {Kind.STRUCT: 1, Kind.UNION: 1, Kind.FUNC_PROTO: 1, Kind.DATASEC: 0}
 

@@ -51,8 +51,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
 
-    # record offsets, named records, sorted?, FUNC records, sorted?
-    _Index = tuple[array[int], array[int], bool, array[int], bool]
+    # record offsets, [named non-FUNC records, FUNC records], [sorted by name?] for each
+    _Index = tuple[array[int], list[array[int]], list[bool]]
 
 BTF_MAGIC = 0xEB9F
 HEADER = struct.Struct("<HBBIIIII")  # magic, version, flags, hdr_len, type_off, type_len, str_off, str_len
@@ -157,19 +157,18 @@ class Spec:
         self._offsets: array[int]
         self._walk_at = 0
         self._lengths: dict[int, int] = {}
-        # The named records, FUNCs apart (vmlinux has 56k FUNCs against 15k others, and CO-RE never looks
-        # for a FUNC), and the FUNC records, as word offsets: in id order as walked, until sorted by name.
-        self._named: array[int]
-        self._named_sorted = False
-        self._funcs: array[int]
-        self._funcs_sorted = False
+        # Indexed by "is FUNC": the named records other than FUNCs, and the FUNC records (vmlinux has 56k
+        # FUNCs against 15k others, and CO-RE never looks for a FUNC), as word offsets in id order as walked,
+        # until sorted by name (`_sorted`).
+        self._named: list[array[int]]
+        self._sorted: list[bool]
         self._searches = 0
         self._cache_file: str | None = None  # where load_cached keeps the index
         if _index is not None:
-            self._offsets, self._named, self._named_sorted, self._funcs, self._funcs_sorted = _index
+            self._offsets, self._named, self._sorted = _index
             self._walk_at = len(self._words)
         else:
-            self._offsets, self._named, self._funcs = array("I"), array("I"), array("I")
+            self._offsets, self._named, self._sorted = array("I"), [array("I"), array("I")], [False, False]
             if not self.large:
                 self._walk()
         self._cache: dict[int, Type] = {}
@@ -187,16 +186,6 @@ class Spec:
         if self._strings_copy is None:
             self._strings_copy = bytes(self._buf[self._str_start : self._str_start + self._str_len])
         return self._strings_copy
-
-    @property
-    def _name_order(self) -> array[int] | None:
-        """Word offsets of the named non-FUNC records sorted by name, once built."""
-        return self._named if self._named_sorted else None
-
-    @property
-    def _func_order(self) -> array[int] | None:
-        """Word offsets of the FUNC records sorted by name, once built."""
-        return self._funcs if self._funcs_sorted else None
 
     # ---- construction -------------------------------------------------------------------------
 
@@ -232,8 +221,8 @@ class Spec:
         limit = n if through is None else min(n, through + 2)
         infos = words[1:limit]  # infos[pos] is the info word of the record at word `pos`
         append = self._offsets.append
-        add_named = self._named.append
-        add_func = self._funcs.append
+        add_named = self._named[False].append
+        add_func = self._named[True].append
         lengths = self._lengths
         while True:
             try:
@@ -483,15 +472,11 @@ class Spec:
         by search until searches are frequent enough that sorting pays off."""
         out: list[tuple[bytes, int]] = []
         unsorted: list[bool] = []  # which record sets (FUNCs or not) have no sorted index yet
-        if self._named_sorted:
-            out += self._sorted_matches(self._named, probes)
-        else:
-            unsorted.append(False)
-        if funcs:
-            if self._funcs_sorted:
-                out += self._sorted_matches(self._funcs, probes)
+        for is_func in (False, True) if funcs else (False,):
+            if self._sorted[is_func]:
+                out += self._sorted_matches(self._named[is_func], probes)
             else:
-                unsorted.append(True)
+                unsorted.append(is_func)
         if unsorted:
             hits = self._search(probes, unsorted) if self._searches < _SEARCHES_BEFORE_SORT else None
             if hits is not None:
@@ -499,8 +484,7 @@ class Spec:
                 out += hits
             else:
                 for is_func in unsorted:
-                    order = self._func_sorted_index() if is_func else self._name_sorted_index()
-                    out += self._sorted_matches(order, probes)
+                    out += self._sorted_matches(self._sorted_index(is_func), probes)
         out.sort()
         return out
 
@@ -587,25 +571,15 @@ class Spec:
             if nm == raw if exact else nm.startswith(raw):
                 yield nm, pos
 
-    def _name_sorted_index(self) -> array[int]:
-        """Word offsets of the named types other than FUNCs, sorted by name (built on the first lookup,
-        then added to the on-disk index)."""
-        if not self._named_sorted:
+    def _sorted_index(self, is_func: bool) -> array[int]:
+        """Word offsets of the FUNC types (`is_func`) or of the other named types, sorted by name (built once
+        lookups are frequent enough, walking every record, then added to the on-disk index)."""
+        if not self._sorted[is_func]:
             self._walk()
-            self._named = self._sort_by_name(self._named)
-            self._named_sorted = True
+            self._named[is_func] = self._sort_by_name(self._named[is_func])
+            self._sorted[is_func] = True
             self._save_index()
-        return self._named
-
-    def _func_sorted_index(self) -> array[int]:
-        """Word offsets of the FUNC types sorted by name (built once FUNC lookups are frequent enough,
-        then added to the on-disk index)."""
-        if not self._funcs_sorted:
-            self._walk()
-            self._funcs = self._sort_by_name(self._funcs)
-            self._funcs_sorted = True
-            self._save_index()
-        return self._funcs
+        return self._named[is_func]
 
     def _sort_by_name(self, positions: array[int]) -> array[int]:
         """The named ones of these records (given in id order) sorted by `_name_key`, same names by id."""
@@ -686,10 +660,11 @@ class Spec:
         path = self._cache_file
         if path is None or self._walk_at < len(self._words):  # only a whole walk is worth keeping
             return
-        header = _INDEX_HEADER.pack(_INDEX_MAGIC, _INDEX_VERSION, len(self._offsets), len(self._named),
-                                    self._named_sorted, len(self._funcs), self._funcs_sorted)
+        (named, funcs), (named_sorted, funcs_sorted) = self._named, self._sorted
+        header = _INDEX_HEADER.pack(_INDEX_MAGIC, _INDEX_VERSION, len(self._offsets), len(named), named_sorted,
+                                    len(funcs), funcs_sorted)
         try:
-            write_atomically(path, [header, self._offsets, self._named, self._funcs])
+            write_atomically(path, [header, self._offsets, named, funcs])
         except OSError:
             pass  # a read-only home only costs speed
 
@@ -768,7 +743,7 @@ def _read_index(path: str, n_words: int) -> _Index | None:
     offsets, named, funcs = arrays
     if offsets and offsets[-1] >= n_words:
         return None
-    return offsets, named, bool(named_sorted), funcs, bool(funcs_sorted)
+    return offsets, [named, funcs], [bool(named_sorted), bool(funcs_sorted)]
 
 
 def load_cached(path: str, base: Spec | None = None) -> Spec:
