@@ -79,6 +79,23 @@ def test_cgroup_prog_attach_and_detach(cgroup: Path) -> None:
             attach_cgroup(prog, cgroup, flags=T.BPF_F_ALLOW_MULTI, legacy=False)
         with attach_cgroup(prog, cgroup, flags=T.BPF_F_ALLOW_MULTI) as flagged:
             assert flagged.legacy
+            assert attached_prog_count(cgroup, T.AttachType.CGROUP_DEVICE) == 1
+        assert attached_prog_count(cgroup, T.AttachType.CGROUP_DEVICE) == 0
+
+
+def test_cgroup_sock_addr_attach_types_are_the_kernels(cgroup: Path) -> None:
+    # The sock_addr hooks pybpf accepts are read from the generated constants: the newest (unix, 6.7) are
+    # among them, the post_binds (cgroup_sock's) are not.
+    with load(T.ProgType.CGROUP_SOCK_ADDR, T.AttachType.CGROUP_INET4_CONNECT) as prog:
+        with attach_cgroup(prog, cgroup) as link:
+            assert link.attach_type == T.AttachType.CGROUP_INET4_CONNECT
+            assert attached_prog_count(cgroup, T.AttachType.CGROUP_INET4_CONNECT) == 1
+        with pytest.raises(ValueError, match="CGROUP_INET4_POST_BIND is not an attach type"):
+            attach_cgroup(prog, cgroup, "post_bind4")
+        # Accepted by pybpf, refused by the kernel (the program was loaded for connect4).
+        with pytest.raises(BPFError) as info:
+            attach_cgroup(prog, cgroup, "CGROUP_UNIX_GETSOCKNAME")
+        assert (info.value.errno, info.value.command) == (errno.EINVAL, "BPF_LINK_CREATE")
 
 
 def test_prog_attach_error_closes_its_fds() -> None:

@@ -9,11 +9,11 @@ import itertools
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from child_process import fresh_python
 
 import pybpf
 from pybpf.features import probe_link
@@ -26,25 +26,11 @@ BpfObj = Callable[[str], Path]
 _HEAVY = ("enum", "functools", "collections", "re", "typing", "dataclasses", "contextlib", "socket",
           "pybpf.features", "pybpf.elf.sections", "pybpf.btf", "pybpf.asm")
 
-# The hook modules whose import alone must stay light (uprobe/usdt need pybpf.symbols and pyelftools; tc and
-# netns the netlink/namespace helpers of pybpf.link._netdev, which import `socket`).
-_LIGHT_MODULES = ("xdp", "cgroup", "socket", "sockmap", "iter", "kprobe", "ksyscall", "raw_tracepoint",
-                  "tracepoint", "tracing", "perf_event")
+# The hook modules whose import alone must stay light (uprobe/usdt need pybpf.symbols and pyelftools).
+_LIGHT_MODULES = ("xdp", "tc", "cgroup", "netns", "socket", "sockmap", "iter", "kprobe", "ksyscall",
+                  "raw_tracepoint", "tracepoint", "tracing", "perf_event")
 
 _counter = itertools.count()
-
-
-def _fresh_process(code: str, cache: Path, *args: str | Path, netns: str | None = None) -> list[str]:
-    """The output lines of `code` run with `args` as argv[1:] in a new interpreter (inside network namespace
-    `netns` when given) on the same cache; -S: no site-packages .pth hooks importing modules first (as in
-    test_plan)."""
-    root = Path(pybpf.__file__).resolve().parent.parent
-    prefix = ["ip", "netns", "exec", netns] if netns is not None else []
-    result = subprocess.run([*prefix, sys.executable, "-S", "-c", code, *map(str, args)], capture_output=True,
-                            text=True, check=False, timeout=60,
-                            env={**os.environ, "PYBPF_CACHE": str(cache), "PYTHONPATH": str(root)})
-    assert result.returncode == 0, result.stderr
-    return result.stdout.splitlines()
 
 
 @pytest.fixture
@@ -88,12 +74,13 @@ def test_hook_modules_import_light(cache: Path) -> None:
         "    __import__('pybpf.link.' + name)\n"
         + _heavy_check("before")
     )
-    assert _fresh_process(code, cache) == [""]
+    assert fresh_python(code, cache) == [""]
 
 
 def _attached(program: str, attach_args: str) -> str:
-    """A child script's start: replay the object's plan (argv[1]), attach `program` with `attach_args`, check
-    that nothing heavy was imported; the caller's lines follow inside the `with ... as link:` block."""
+    """A child script's start: replay the object's plan (argv[1]), attach `program` with `attach_args`, print
+    what heavy modules that imported (a blank line: none), then "True" when the link is a BPF link the kernel
+    lists for the program; the caller's lines follow inside the `with ... as link:` block."""
     return (
         "import sys\n"
         "before = set(sys.modules)\n"
@@ -103,6 +90,8 @@ def _attached(program: str, attach_args: str) -> str:
         f"    prog = c.programs[{program!r}]\n"
         f"    with prog.attach({attach_args}) as link:\n"
         + "        " + _heavy_check("before")
+        + "        from pybpf.link.base import kernel_links\n"
+        "        print(link.fd is not None and prog.id in {i.prog_id for i in kernel_links()})\n"
     )
 
 
@@ -112,10 +101,8 @@ def test_xdp_attach_builds_no_enum(cache: Path, obj_copy: Callable[[str], Path],
     obj = obj_copy("linknet_drop")
     code = (
         _attached("xdp_drop_blocked", "iface='lo'")
-        + "        from pybpf.link.base import kernel_links\n"
-        "        print(link.fd is not None and prog.id in {i.prog_id for i in kernel_links()})\n"
         # Traffic on lo: the program counts the UDP datagrams it lets pass (blocked_addr is 0).
-        "        import socket\n"
+        + "        import socket\n"
         "        rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
         "        rx.bind(('127.0.0.1', 0))\n"
         "        tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
@@ -124,7 +111,7 @@ def test_xdp_attach_builds_no_enum(cache: Path, obj_copy: Callable[[str], Path],
         "            rx.recv(16)\n"
         "        print(c.variables['passed_udp'].value)\n"
     )
-    out = _fresh_process(code, cache, obj, netns=loopback_netns)
+    out = fresh_python(code, cache, obj, netns=loopback_netns)
     assert out == ["", "True", "3"], out
     # The link went with the process.
     shown = subprocess.run(["ip", "-n", loopback_netns, "link", "show", "lo"], capture_output=True, text=True,
@@ -139,9 +126,7 @@ def test_cgroup_attach_builds_no_enum(cache: Path, obj_copy: Callable[[str], Pat
     code = (
         _attached("deny_connect", "cgroup=sys.argv[2]")
         + "        print(link.target)\n"
-        "        from pybpf.link.base import kernel_links\n"
-        "        print(link.fd is not None and prog.id in {i.prog_id for i in kernel_links()})\n"
         "        print(link.attach_type.name)\n"
     )
-    out = _fresh_process(code, cache, obj, cgroup)
-    assert out == ["", f"{cgroup} (cgroup_inet4_connect)", "True", "CGROUP_INET4_CONNECT"], out
+    out = fresh_python(code, cache, obj, cgroup)
+    assert out == ["", "True", f"{cgroup} (cgroup_inet4_connect)", "CGROUP_INET4_CONNECT"], out

@@ -15,11 +15,12 @@ import os
 from _thread import allocate_lock
 from _weakref import ref as _weak_ref  # weakref.ref itself; `import weakref` costs ~1 ms of start-up
 
+from pybpf._sys import enum_or_int
 from pybpf._sys import types as T
 from pybpf._sys.fd import FD
 from pybpf._sys.pin import open_pinned, pin_fd
 from pybpf._sys.record import record
-from pybpf._sys.syscall import bpf, bpf_fd, object_ids
+from pybpf._sys.syscall import bpf, bpf_errno, bpf_fd, object_ids
 from pybpf.errors import BPFError
 
 TYPE_CHECKING = False
@@ -167,11 +168,7 @@ class Link:
         raw = T.LinkInfo()
         attr = T.InfoByFdAttr(bpf_fd=int(fd), info_len=ctypes.sizeof(raw), info=ctypes.addressof(raw))
         bpf(T.BPF_OBJ_GET_INFO_BY_FD, attr, "link info")
-        try:
-            kind: T.LinkType | int = T.LinkType(raw.type)
-        except ValueError:
-            kind = raw.type
-        return LinkInfo(id=raw.id, type=kind, prog_id=raw.prog_id, raw=raw)
+        return LinkInfo(id=raw.id, type=enum_or_int(T.LinkType, raw.type), prog_id=raw.prog_id, raw=raw)
 
     def detach_kernel(self) -> None:
         """BPF_LINK_DETACH: force the kernel to detach while the fd (and pins) stay valid."""
@@ -254,8 +251,6 @@ def _at_exit() -> None:
 
 
 atexit.register(_at_exit)
-
-
 
 
 # ---- shared by the attach modules ------------------------------------------------------------------------
@@ -366,6 +361,34 @@ def use_link(kind: str, legacy: bool | None, detail: str = "") -> bool:
     raise NotSupportedError(link_feature(kind), first_kernel("misc", kind), detail=detail)
 
 
+def try_link(
+    program: Program,
+    link_kind: str,
+    legacy: bool | None,
+    *,
+    what: str,
+    where: str,
+    hints: Mapping[int, str] | None = None,
+    instead: str,
+    **attr: int,
+) -> FD | None:
+    """The BPF link of a hook that also has a legacy form (xdp, tc, cgroup, sockmap): unless `legacy` is
+    True, BPF_LINK_CREATE of `program` with the other `LinkCreateAttr` fields `attr` (target_fd or
+    target_ifindex, attach_type, flags). Returns the link fd, or None where the caller takes the legacy
+    form: `legacy` True, or the kernel refused and has no links of `link_kind` (see use_link; asked only
+    after a refusal: the probe imports pybpf.features). A refusal by a kernel that has them is the attach
+    error (`what`/`where`/`hints`, see attach_error); `legacy` False on one without them raises
+    NotSupportedError, whose message says to use `instead` ("legacy=True (BPF_PROG_ATTACH)")."""
+    if legacy:
+        return None
+    ret = bpf_errno(T.BPF_LINK_CREATE, T.LinkCreateAttr(prog_fd=int(program.fd), **attr))
+    if ret >= 0:
+        return FD(ret)
+    if use_link(link_kind, legacy, f"cannot attach {program.name!r}; use {instead}"):
+        raise attach_error(what, where, -ret, "BPF_LINK_CREATE", hints)
+    return None
+
+
 def prog_attach(
     program: Program,
     target: FD | int,
@@ -385,8 +408,6 @@ def prog_attach(
     given, is entered (with the kept target fd) around both calls, e.g. to run them in a network
     namespace; with `send_target` False the kernel gets target_fd 0 instead (flow dissectors: it takes the
     caller's namespace and refuses a target fd). `what`/`where`/`hints` word the errors (see attach_error)."""
-    from pybpf._sys.syscall import bpf_errno
-
     kept_target = FD(os.dup(int(target)))
     prog = program.fd.dup()
 

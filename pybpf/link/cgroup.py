@@ -12,11 +12,11 @@ from __future__ import annotations
 import errno as _errno
 import os
 
+from pybpf._sys import int_constants
 from pybpf._sys import types as T
 from pybpf._sys.fd import FD
-from pybpf._sys.syscall import bpf_errno
 from pybpf.errors import BPFError
-from pybpf.link.base import Link, attach_error, prog_attach, resolve_attach_type, use_link
+from pybpf.link.base import Link, prog_attach, resolve_attach_type, try_link
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -37,13 +37,11 @@ _ATTACH_NAMES_BY_PROG: dict[int, tuple[str, ...]] = {
     T.BPF_PROG_TYPE_CGROUP_DEVICE: ("CGROUP_DEVICE",),
     T.BPF_PROG_TYPE_CGROUP_SYSCTL: ("CGROUP_SYSCTL",),
     T.BPF_PROG_TYPE_CGROUP_SOCKOPT: ("CGROUP_GETSOCKOPT", "CGROUP_SETSOCKOPT"),
-    # every CGROUP_*{BIND,CONNECT,SENDMSG,RECVMSG,GETPEERNAME,GETSOCKNAME} but the POST_BINDs
-    T.BPF_PROG_TYPE_CGROUP_SOCK_ADDR: (
-        "CGROUP_INET4_BIND", "CGROUP_INET6_BIND", "CGROUP_INET4_CONNECT", "CGROUP_INET6_CONNECT",
-        "CGROUP_UDP4_SENDMSG", "CGROUP_UDP6_SENDMSG", "CGROUP_UDP4_RECVMSG", "CGROUP_UDP6_RECVMSG",
-        "CGROUP_INET4_GETPEERNAME", "CGROUP_INET6_GETPEERNAME", "CGROUP_INET4_GETSOCKNAME",
-        "CGROUP_INET6_GETSOCKNAME", "CGROUP_UNIX_CONNECT", "CGROUP_UNIX_SENDMSG", "CGROUP_UNIX_RECVMSG",
-        "CGROUP_UNIX_GETPEERNAME", "CGROUP_UNIX_GETSOCKNAME"),
+    # every CGROUP_*_{BIND,CONNECT,SENDMSG,RECVMSG,GETPEERNAME,GETSOCKNAME} of the kernel but the POST_BINDs
+    T.BPF_PROG_TYPE_CGROUP_SOCK_ADDR: tuple(
+        "CGROUP_" + name for name in int_constants("BPF_CGROUP_")
+        if name.endswith(("BIND", "CONNECT", "SENDMSG", "RECVMSG", "GETPEERNAME", "GETSOCKNAME"))
+        and not name.endswith("POST_BIND")),
     T.BPF_PROG_TYPE_LSM: ("LSM_CGROUP",),
 }
 _ATTACH_TYPE_VALUES: dict[str, int] = {
@@ -92,8 +90,7 @@ def cgroup_attach_type(name: str | T.AttachType) -> T.AttachType:
         return name
     from pybpf.elf.sections import find_section_def
 
-    upper = name.upper().removeprefix("BPF_")
-    for candidate in (upper, "CGROUP_" + upper, "CGROUP_INET_" + upper):
+    for candidate in _enum_names(name):
         if candidate in T.AttachType.__members__:
             return T.AttachType[candidate]
     for section in (f"cgroup/{name}", f"cgroup_skb/{name}", name):
@@ -102,6 +99,13 @@ def cgroup_attach_type(name: str | T.AttachType) -> T.AttachType:
             return sec_def.attach_type
     raise ValueError(f"unknown cgroup attach type {name!r} (e.g. 'connect4', 'sock_create', 'ingress', "
                      "'egress', 'sockops', 'dev', 'sysctl', 'getsockopt')")
+
+
+def _enum_names(name: str) -> tuple[str, str, str]:
+    """The AttachType member names `name` may be short for, in the order tried: itself, CGROUP_<name>
+    ("sysctl") and CGROUP_INET_<name> ("ingress", "sock_create"); upper case, without a BPF_ prefix."""
+    upper = name.upper().removeprefix("BPF_")
+    return upper, "CGROUP_" + upper, "CGROUP_INET_" + upper
 
 
 def open_cgroup(cgroup: str | os.PathLike[str] | int | FD) -> tuple[FD, str]:
@@ -129,8 +133,7 @@ def _resolve_attach_type(program: Program, attach_type: str | T.AttachType | Non
 def _attach_type_value(name: str) -> int | None:
     """What `cgroup_attach_type(name)` gives for the names of cgroup attach types ("ingress",
     "CGROUP_SYSCTL", "sock_create"), as an int; None where it has to decide."""
-    upper = name.upper().removeprefix("BPF_")
-    for candidate in (upper, "CGROUP_" + upper, "CGROUP_INET_" + upper):
+    for candidate in _enum_names(name):
         value = _ATTACH_TYPE_VALUES.get(candidate)
         if value is not None:
             return value
@@ -159,15 +162,10 @@ def attach_cgroup(
             if legacy is False:
                 raise ValueError("flags apply to BPF_PROG_ATTACH only; cgroup links always allow several programs")
             legacy = True
-        if not legacy:
-            # The link is tried first: whether the kernel has cgroup links (a feature probe, which imports
-            # pybpf.features) is asked only when it refuses.
-            attr = T.LinkCreateAttr(prog_fd=int(program.fd), target_fd=int(cg_fd), attach_type=kind)
-            ret = bpf_errno(T.BPF_LINK_CREATE, attr)
-            if ret >= 0:
-                return CgroupLink(program, where, cgroup=cg_name, attach_type=kind, fd=FD(ret))
-            if use_link("cgroup_link", legacy, f"cannot attach {program.name!r}; use legacy=True (BPF_PROG_ATTACH)"):
-                raise attach_error(f"{program.name!r}", f"cgroup {where}", -ret, "BPF_LINK_CREATE", _HINTS)
+        fd = try_link(program, "cgroup_link", legacy, what=f"{program.name!r}", where=f"cgroup {where}",
+                      hints=_HINTS, instead="legacy=True (BPF_PROG_ATTACH)", target_fd=int(cg_fd), attach_type=kind)
+        if fd is not None:
+            return CgroupLink(program, where, cgroup=cg_name, attach_type=kind, fd=fd)
         undo = prog_attach(program, cg_fd, kind, flags=flags or T.BPF_F_ALLOW_MULTI,
                            what=f"{program.name!r}", where=f"cgroup {where}", hints=_HINTS)
         return CgroupLink(program, where, cgroup=cg_name, attach_type=kind, undo=[undo])

@@ -13,6 +13,7 @@ import errno as _errno
 import io
 import os
 
+from pybpf._sys import int_constants
 from pybpf._sys import types as T
 from pybpf._sys.fd import FD
 from pybpf._sys.syscall import bpf_errno, bpf_fd
@@ -30,13 +31,6 @@ __all__ = ["IterLink", "attach_iter"]
 
 
 _READ_CHUNK = 64 * 1024
-# bpftool's names of the cgroup iterator orders (enum bpf_cgroup_iter_order, as ints: no enum is built)
-_CGROUP_ORDERS: dict[str, int] = {
-    "self_only": T.BPF_CGROUP_ITER_SELF_ONLY,
-    "descendants_pre": T.BPF_CGROUP_ITER_DESCENDANTS_PRE,
-    "descendants_post": T.BPF_CGROUP_ITER_DESCENDANTS_POST,
-    "ancestors_up": T.BPF_CGROUP_ITER_ANCESTORS_UP,
-}
 
 
 class IterLink(Link):
@@ -105,15 +99,13 @@ def attach_iter(
         target += f" map fd {_fd_of(map)}"
     elif cgroup is not None:
         if isinstance(order, str):  # bpftool's names: "self_only", "descendants_pre", ...
-            known = _CGROUP_ORDERS.get(order.lower())
-            if known is not None:
-                order = known
-            else:
-                try:
-                    order = T.CgroupIterOrder[order.upper()]
-                except KeyError:
-                    names = ", ".join(o.name.lower() for o in T.CgroupIterOrder if o)
-                    raise ValueError(f"unknown cgroup iterator order {order!r}; one of {names}") from None
+            # enum bpf_cgroup_iter_order, from its plain-int constants (no enum is built)
+            orders = int_constants("BPF_CGROUP_ITER_")
+            known = orders.get(order.upper())
+            if known is None:
+                names = ", ".join(name.lower() for name, value in orders.items() if value)
+                raise ValueError(f"unknown cgroup iterator order {order!r}; one of {names}")
+            order = known
         from pybpf.link.cgroup import open_cgroup
 
         cg_fd, _ = open_cgroup(cgroup)

@@ -11,12 +11,11 @@ from __future__ import annotations
 import errno as _errno
 
 from pybpf._sys import types as T
-from pybpf._sys.fd import FD
-from pybpf._sys.syscall import bpf_errno
-from pybpf.link.base import Link, attach_error, prog_attach, resolve_attach_type, use_link
+from pybpf.link.base import Link, prog_attach, resolve_attach_type, try_link
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from pybpf._sys.fd import FD
     from pybpf.map import Map
     from pybpf.program import Program
 
@@ -73,17 +72,11 @@ def attach_sockmap(
     kind = _attach_type(program, attach_type)
     map_fd = map.fd if hasattr(map, "fd") else map
     where = f"{getattr(map, 'name', '') or 'map fd ' + str(int(map_fd))} ({_NAMES[kind]})"
-    if not legacy:
-        # The link is tried first: whether the kernel has sockmap links (a feature probe, which imports
-        # pybpf.features) is asked only when it refuses.
-        attr = T.LinkCreateAttr(prog_fd=int(program.fd), target_fd=int(map_fd), attach_type=kind)
-        ret = bpf_errno(T.BPF_LINK_CREATE, attr)
-        if ret >= 0:
-            return Link(program, "sockmap", where, fd=FD(ret))
-        if use_link("sockmap_link", legacy, "use legacy=True (BPF_PROG_ATTACH)"):
-            raise attach_error(f"{program.name!r}", where, -ret, "BPF_LINK_CREATE", _HINTS)
-    undo = prog_attach(program, map_fd, kind, what=f"{program.name!r}", where=where,
-                       hints=_HINTS)
+    fd = try_link(program, "sockmap_link", legacy, what=f"{program.name!r}", where=where, hints=_HINTS,
+                  instead="legacy=True (BPF_PROG_ATTACH)", target_fd=int(map_fd), attach_type=kind)
+    if fd is not None:
+        return Link(program, "sockmap", where, fd=fd)
+    undo = prog_attach(program, map_fd, kind, what=f"{program.name!r}", where=where, hints=_HINTS)
     return Link(program, "sockmap", where, undo=[undo])
 
 

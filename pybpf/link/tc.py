@@ -18,10 +18,9 @@ from _thread import allocate_lock
 
 from pybpf._sys import types as T
 from pybpf._sys.fd import FD
-from pybpf._sys.syscall import bpf_errno
 from pybpf.errors import BPFError
 from pybpf.link._netdev import NetnsLike, device_where, in_netns, netlink_errno, open_iproute, resolve_ifindex
-from pybpf.link.base import Link, attach_error, use_link
+from pybpf.link.base import Link, attach_error, try_link, use_link
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -106,20 +105,15 @@ def attach_tc(
     with in_netns(netns):
         ifindex, ifname = resolve_ifindex(iface)
         where = device_where(ifname, ifindex, netns, name_suffix=direction)
-        if legacy:
-            return _attach_clsact(program, ifindex, ifname, direction, where, priority, handle)
-        # tcx is tried first: whether the kernel has it (a feature probe, which imports pybpf.features) is
-        # asked only when it refuses.
-        attr = T.LinkCreateAttr(prog_fd=int(program.fd), target_ifindex=ifindex, attach_type=_DIRECTIONS[direction])
-        ret = bpf_errno(T.BPF_LINK_CREATE, attr)
-        if ret >= 0:
-            return TcLink(program, where, ifindex=ifindex, ifname=ifname, direction=direction, fd=FD(ret))
-        detail = f"cannot attach {program.name!r}; use the clsact form (legacy=True or None)"
-        if not use_link("tcx_link", legacy, detail):
-            return _attach_clsact(program, ifindex, ifname, direction, where, priority, handle)
-        hints = {_errno.ENODEV: "no such interface",
-                 _errno.EINVAL: "is it a SEC(\"tc\")/SEC(\"tcx/...\") program?"}
-        raise attach_error(f"tc program {program.name!r}", where, -ret, "BPF_LINK_CREATE", hints)
+        fd = try_link(program, "tcx_link", legacy, what=f"tc program {program.name!r}", where=where,
+                      hints=_TCX_HINTS, instead="the clsact form (legacy=True or None)", target_ifindex=ifindex,
+                      attach_type=_DIRECTIONS[direction])
+        if fd is not None:
+            return TcLink(program, where, ifindex=ifindex, ifname=ifname, direction=direction, fd=fd)
+        return _attach_clsact(program, ifindex, ifname, direction, where, priority, handle)
+
+
+_TCX_HINTS = {_errno.ENODEV: "no such interface", _errno.EINVAL: "is it a SEC(\"tc\")/SEC(\"tcx/...\") program?"}
 
 
 # ---- clsact + cls_bpf through rtnetlink ------------------------------------------------------------------

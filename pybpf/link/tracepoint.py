@@ -14,6 +14,7 @@ from pybpf._sys import types as T
 from pybpf._sys.mounts import ensure_tracefs
 from pybpf._sys.syscall import perf_event_open
 from pybpf.errors import BPFError
+from pybpf.link.base import prog_type_name
 from pybpf.link.perf_event import attach_perf_event_fd
 
 TYPE_CHECKING = False
@@ -67,7 +68,7 @@ def attach_tracepoint(program: Program, category: str, name: str | None = None, 
     target = f"{category}/{name}"
     if program.prog_type not in (T.BPF_PROG_TYPE_TRACEPOINT, T.BPF_PROG_TYPE_PERF_EVENT, T.BPF_PROG_TYPE_KPROBE):
         raise BPFError(
-            f"program {program.name!r} is a {getattr(program.type, 'name', program.type)!s} program; tracepoint "
+            f"program {program.name!r} is a {prog_type_name(program)} program; tracepoint "
             f"{target} takes SEC(\"tracepoint/...\") programs (raw_tp/ and tp_btf/ ones attach by name)",
             _errno.EINVAL)
     tp_id = tracepoint_id(category, name)

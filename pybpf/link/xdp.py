@@ -15,10 +15,9 @@ import errno as _errno
 
 from pybpf._sys import types as T
 from pybpf._sys.fd import FD
-from pybpf._sys.syscall import bpf_errno
 from pybpf.errors import BPFError
 from pybpf.link._netdev import NetnsLike, device_where, in_netns, netlink_errno, open_iproute, resolve_ifindex
-from pybpf.link.base import Link, attach_error, use_link
+from pybpf.link.base import Link, attach_error, try_link
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -97,33 +96,26 @@ def _attach(program: Program, iface: str | int, netns: NetnsLike | None, mode_fl
             netlink: bool | None) -> XdpLink:
     ifindex, ifname = resolve_ifindex(iface)
     where = device_where(ifname, ifindex, netns, extra=mode_name)
-    if netlink:
-        return _attach_netlink(program, ifindex, ifname, where, mode_flags, mode_name)
-    # The BPF link is tried first: whether the kernel has XDP links (a feature probe, which imports
-    # pybpf.features) is asked only when it refuses.
-    attr = T.LinkCreateAttr(prog_fd=int(program.fd), target_ifindex=ifindex, attach_type=T.BPF_XDP,
-                            flags=mode_flags)
-    ret = bpf_errno(T.BPF_LINK_CREATE, attr)
-    if ret >= 0:
-        return XdpLink(program, where, ifindex=ifindex, ifname=ifname, mode=mode_name, fd=FD(ret))
-    if use_link("xdp_link", netlink, f"cannot attach {program.name!r}; use the netlink form (netlink=True or None)"):
-        raise _attach_error(program, -ret, where, mode_flags, "BPF_LINK_CREATE")
+    fd = try_link(program, "xdp_link", netlink, what=f"XDP program {program.name!r}", where=where,
+                  hints=_hints(mode_flags), instead="the netlink form (netlink=True or None)",
+                  target_ifindex=ifindex, attach_type=T.BPF_XDP, flags=mode_flags)
+    if fd is not None:
+        return XdpLink(program, where, ifindex=ifindex, ifname=ifname, mode=mode_name, fd=fd)
     return _attach_netlink(program, ifindex, ifname, where, mode_flags, mode_name)
 
 
-def _attach_error(program: Program, err: int, where: str, mode_flags: int, command: str) -> BPFError:
-    hints = {
+def _hints(mode_flags: int) -> dict[int, str]:
+    """What an attach error means (see attach_error), for the XDP_FLAGS_* `mode_flags`."""
+    return {
         _errno.EBUSY: "another XDP program is attached there through netlink; detach it first "
                       "(ip link set dev IFACE xdp off)",
         _errno.EEXIST: "another XDP program or link is already attached in this mode",
-        _errno.EOPNOTSUPP: "the driver has no XDP support in this mode; use mode='generic'",
+        _errno.EOPNOTSUPP: "the device cannot offload XDP programs" if mode_flags & T.XDP_FLAGS_HW_MODE
+                           else "the driver has no XDP support in this mode; use mode='generic'",
         _errno.ENODEV: "no such interface",
         _errno.EINVAL: "check the mode flags and that the program was loaded as SEC(\"xdp\") (not xdp/devmap "
                        "or xdp/cpumap)",
     }
-    if err == _errno.EOPNOTSUPP and mode_flags & T.XDP_FLAGS_HW_MODE:
-        hints[err] = "the device cannot offload XDP programs"
-    return attach_error(f"XDP program {program.name!r}", where, err, command, hints)
 
 
 def xdp_program_id(ipr: Any, ifindex: int) -> int:
@@ -149,7 +141,8 @@ def _attach_netlink(program: Program, ifindex: int, ifname: str, where: str, mod
             err = netlink_errno(exc)
             if not err:
                 raise
-            raise _attach_error(program, err, where, mode_flags, "netlink IFLA_XDP") from None
+            raise attach_error(f"XDP program {program.name!r}", where, err, "netlink IFLA_XDP",
+                               _hints(mode_flags)) from None
         prog_id = program.id
     except BaseException:
         ipr.close()
