@@ -4,9 +4,9 @@ A C producer (bench/c/getpid_loop.c) calls getpid() in a tight loop; bench/bpf/e
 per call into a 16 MiB ring buffer (72 bytes with the record header: ~233k records).
 
 live:  the producer runs for --secs while the consumer reads.  delivered/s = records the consumer got per second of
-       producing; lost/s = reservations that failed because the ring was full (the program's `dropped` counter; for
-       the C peer, producer calls - delivered).  producer/s is the producer's getpid rate (it speeds up when the ring
-       is full, since a failed reservation is cheaper than a record).
+       producing; lost/s = reservations that failed because the ring was full (the program's `dropped` counter, for
+       every consumer: the C loader prints it too).  producer/s is the producer's getpid rate (it speeds up when the
+       ring is full, since a failed reservation is cheaper than a record).
 drain: the producer fills the ring with nobody reading, then each form drains the full ring; median of --repeat
        fills, records/s of consumer time.
 
@@ -143,9 +143,10 @@ def run_live_c(obj: Path, loader: Path, producer: Path, secs: float) -> dict[str
     proc = start_producer(producer, secs)
     calls, psecs = producer_result(proc)
     out, _ = cons.communicate()
-    delivered = int(out.split()[-1])
-    return {"delivered/s": delivered / psecs, "lost/s": max(0, calls - delivered) / psecs,
-            "producer/s": calls / psecs, "delivered": delivered, "lost": calls - delivered}
+    words = out.split()  # "events N dropped D"
+    delivered, lost = int(words[1]), int(words[3])
+    return {"delivered/s": delivered / psecs, "lost/s": lost / psecs, "producer/s": calls / psecs,
+            "delivered": delivered, "lost": lost}
 
 
 def run_live_bcc(producer: Path, secs: float, work: Path) -> dict[str, float] | str:

@@ -111,6 +111,7 @@ class Tool:
     stamped: bool  # the marker line carries a CLOCK_MONOTONIC timestamp
     note: str = ""
     env: dict[str, str] | None = None
+    marker_on_stderr: bool = False  # the marker line goes to stderr: read stderr with stdout (as 2>&1)
 
 
 @dataclass
@@ -127,6 +128,7 @@ def _read_until(proc: subprocess.Popen[bytes], marker: str, timeout: float) -> t
     sel.register(proc.stdout, selectors.EVENT_READ)
     deadline = time.monotonic() + timeout
     pending = b""
+    tail = b""  # the last output, for the report when the tool fails
     try:
         while True:
             left = deadline - time.monotonic()
@@ -137,7 +139,10 @@ def _read_until(proc: subprocess.Popen[bytes], marker: str, timeout: float) -> t
             chunk = os.read(proc.stdout.fileno(), 65536)
             now = time.monotonic_ns()
             if not chunk:
-                raise RuntimeError(f"exited (status {proc.wait()}) before printing {marker!r}")
+                said = tail.decode(errors="replace").strip()
+                raise RuntimeError(f"exited (status {proc.wait()}) before printing {marker!r}"
+                                   + (f" after {said!r}" if said else ""))
+            tail = (tail + chunk)[-300:]
             pending += chunk
             while b"\n" in pending:
                 line, pending = pending.split(b"\n", 1)
@@ -168,7 +173,8 @@ def run_once(tool: Tool, obj: str, settle: float, timeout: float) -> tuple[float
     """(attach ms, exit ms) of one run."""
     with tempfile.TemporaryFile() as errors:  # a failing tool's complaint, for the report
         start = time.monotonic_ns()
-        proc = subprocess.Popen(tool.argv(obj), stdout=subprocess.PIPE, stderr=errors,
+        proc = subprocess.Popen(tool.argv(obj), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT if tool.marker_on_stderr else errors,
                                 stdin=subprocess.DEVNULL, env=tool.env)
         try:
             try:
@@ -225,11 +231,10 @@ def make_tools(work: Path, objs: dict[str, str], wanted: set[str]) -> tuple[list
         tools.append(Tool("pybpf", lambda o: [interpreter, str(pybpf_runner), objs[o]], "attached", True,
                           env=pyenv))
     if "cli" in wanted:
-        # the command-line tool: `pybpf run OBJ` (its "Attached ..." line goes to stderr, hence the 2>&1; exec keeps
-        # the pid, so SIGINT reaches pybpf itself)
-        tools.append(Tool("pybpf run (CLI)", lambda o: ["sh", "-c", 'exec "$0" -m pybpf.cli.main run "$1" 2>&1',
-                                                        interpreter, objs[o]], "Attached", False,
-                          "attached = its 'Attached N link(s)' line (printed just after attaching)", env=pyenv))
+        # the command-line tool: `pybpf run OBJ`, started directly (no shell); its "Attached ..." line goes to stderr
+        tools.append(Tool("pybpf run (CLI)", lambda o: [interpreter, "-m", "pybpf.cli.main", "run", objs[o]],
+                          "Attached", False, "attached = its 'Attached N link(s)' line (printed just after attaching)",
+                          env=pyenv, marker_on_stderr=True))
     if "libbpf" in wanted:
         loader = _build_loader()
         if loader is None:

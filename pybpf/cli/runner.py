@@ -443,8 +443,9 @@ class Readers:
         unknown = set(record_types) - set(coll.maps)
         if unknown:
             raise Fail(f"--type names no map of the object: {', '.join(sorted(unknown))}")
-        # (name, map, record type, perf buffer or None for a ring buffer, whether start() looks the type up)
-        self._sources: list[tuple[str, Any, Type | None, Any, bool]] = []
+        # (name, map, record type, perf buffer or None for a ring buffer); a ring buffer's type is None until
+        # start() looks it up, unless --type named it (which gives a type or fails)
+        self._sources: list[tuple[str, Any, Type | None, Any]] = []
         try:
             for name, m in coll.maps.items():
                 if m.map_type not in (T.BPF_MAP_TYPE_RINGBUF, T.BPF_MAP_TYPE_PERF_EVENT_ARRAY):
@@ -453,7 +454,7 @@ class Readers:
                 if m.map_type == T.BPF_MAP_TYPE_RINGBUF and explicit is None:
                     # Found in start(): with a cached load plan, the object's BTF is then read after
                     # attaching rather than before.
-                    self._sources.append((name, m, None, None, True))
+                    self._sources.append((name, m, None, None))
                     continue
                 rtype = self._record_type(name, m, explicit)
                 perf = None
@@ -466,7 +467,7 @@ class Readers:
                     # nested-epoll check at registration would take it, so a ring that filled before
                     # registration would never wake this epoll again.
                     self.epoll.register(perf.fileno(), select.EPOLLIN)
-                self._sources.append((name, m, rtype, perf, False))
+                self._sources.append((name, m, rtype, perf))
         except BaseException:
             self.close()
             raise
@@ -477,8 +478,8 @@ class Readers:
 
         self.printer = printer
         many = len(self._sources) > 1
-        for name, m, found, perf, find_now in self._sources:
-            rtype = self._record_type(name, m, None) if find_now else found
+        for name, m, found, perf in self._sources:
+            rtype = self._record_type(name, m, None) if perf is None and found is None else found
             sink = _sink(printer, name, columns_for(rtype), many)
             if perf is None:
                 from pybpf.events.ringbuf import RingBuffer
@@ -661,11 +662,11 @@ def _run(file: str, sets: tuple[str, ...], pid: int | None, targets: dict[str, A
         for note in readers.notes[notes:]:
             say(note, "note:", "note")
 
-        def show_maps() -> None:
+        def show_maps(title: str | None = None) -> None:
             print_maps(coll.maps, coll.variables, out, json_lines=as_json, out=sys.stdout, force_hist=hist_maps,
-                       top=top, title=time.strftime("%H:%M:%S"))
+                       top=top, title=title)
 
-        _loop(readers, stopper, duration, interval, show_maps)
+        _loop(readers, stopper, duration, interval, lambda: show_maps(time.strftime("%H:%M:%S")))
     except BaseException:
         if readers is not None:
             readers.close()
@@ -683,8 +684,7 @@ def _run(file: str, sets: tuple[str, ...], pid: int | None, targets: dict[str, A
     def final_maps() -> None:
         assert readers is not None
         readers.drain()
-        print_maps(coll.maps, coll.variables, out, json_lines=as_json, out=sys.stdout, force_hist=hist_maps,
-                   top=top)
+        show_maps()
 
     _guarded(stopper, final_maps)
     read, lost = readers.counts()

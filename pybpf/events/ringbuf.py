@@ -217,7 +217,7 @@ class RecordDecoder:
 
             def reader(buffer: Any, off: int, n: int) -> tuple[Iterator[Any], Iterator[Any]]:
                 return run(buffer[off:off + n * stride], n)
-        elif self.decode_at is not None or (self.decode_bytes is not None and self.type_size):
+        elif self.decode_at is not None:  # a type that does not decode in bulk, or records shorter than it
             one = self.one
 
             def reader(buffer: Any, off: int, n: int) -> tuple[Iterator[Any], Iterator[Any]]:
@@ -533,9 +533,8 @@ class RingBufferGroup:
     def __init__(self, rings: Iterable[RingBuffer]) -> None:
         self.rings = list(rings)
         self._epoll = select.epoll()
-        for i, rb in enumerate(self.rings):
+        for rb in self.rings:
             self._epoll.register(rb.fileno(), select.EPOLLIN)
-            del i
 
     def fileno(self) -> int:
         return self._epoll.fileno()

@@ -127,13 +127,7 @@ def stack_addresses(stack_map: Any, stack_id: int) -> list[int]:
     if _is_build_id_map(stack_map):
         raise ValueError(f"stack map {getattr(stack_map, 'name', '?')!r} holds build-id entries "
                          "(BPF_F_STACK_BUILD_ID): read it with build_id_stack()")
-    value = stack_map.lookup(stack_id) if stack_id >= 0 else None
-    if value is None:
-        return []
-    if isinstance(value, bytes | bytearray | memoryview | ctypes.Array | ctypes.Structure):
-        data = bytes(value)
-        value = struct.unpack(f"={len(data) // 8}Q", data[: len(data) // 8 * 8])
-    return _until_zero(value)  # the map's default codec: a tuple of u64
+    return _until_zero(_stack_words(stack_map, stack_id))
 
 
 class BuildIdFrame(NamedTuple):
@@ -169,7 +163,8 @@ def build_id_stack(stack_map: Any, stack_id: int) -> list[BuildIdFrame]:
     if not _is_build_id_map(stack_map):
         raise ValueError(f"stack map {getattr(stack_map, 'name', '?')!r} has no BPF_F_STACK_BUILD_ID flag: "
                          "read it with stack_addresses()")
-    return parse_build_id_stack(_stack_value(stack_map, stack_id))
+    words = _stack_words(stack_map, stack_id)
+    return parse_build_id_stack(struct.pack(f"={len(words)}Q", *words))
 
 
 def symbolize_build_id_stack(
@@ -209,20 +204,17 @@ def _is_build_id_map(stack_map: Any) -> bool:
     return bool(int(getattr(stack_map, "flags", 0)) & BPF_F_STACK_BUILD_ID)
 
 
-def _stack_value(stack_map: Any, stack_id: int) -> bytes:
-    """The raw value of one entry, whatever value codec the map has (pybpf.map decodes stack maps as a
-    tuple of u64 by default, build-id maps included)."""
-    if stack_id < 0:
-        return b""
-    value = stack_map.lookup(stack_id)
+def _stack_words(stack_map: Any, stack_id: int) -> Sequence[int]:
+    """One entry as u64 words, whatever value codec the map has (pybpf.map decodes stack maps as a tuple of u64
+    by default, build-id maps included; raw bytes are unpacked); () for a negative or vanished `stack_id`."""
+    value = stack_map.lookup(stack_id) if stack_id >= 0 else None
     if value is None:
-        return b""
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value)
-    if isinstance(value, ctypes.Array | ctypes.Structure):
-        return bytes(value)
-    numbers = [int(v) for v in value]
-    return struct.pack(f"={len(numbers)}Q", *numbers)
+        return ()
+    if isinstance(value, bytes | bytearray | memoryview | ctypes.Array | ctypes.Structure):
+        data = bytes(value)
+        return struct.unpack(f"={len(data) // 8}Q", data[: len(data) // 8 * 8])
+    words: Sequence[int] = value  # the default codec's tuple of u64
+    return words
 
 
 def fold_stacks(stacks: Iterable[tuple[Sequence[str], int]], *, leaf_first: bool = True) -> str:
