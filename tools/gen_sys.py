@@ -320,7 +320,7 @@ def _collect(spec: Spec) -> _Parts:
 
     enums: list[tuple[str, list[str]]] = []
     member_lines = ["", "# Members of the named kernel enums under their kernel names: plain ints for code on the start-up",
-                    "# path (`import enum` and building an enum class cost milliseconds; the classes are for display)."]
+                    "# path (no class to build; the classes are for display)."]
     for pyname, (kname, prefix) in ENUMS.items():
         found = spec.types_by_name(kname, Enum)
         if not found:
@@ -382,10 +382,11 @@ def generate(spec: Spec, parts: _Parts | None = None) -> str:
     out: list[str] = [
         *_PREAMBLE,
         "",
-        "Constants (enum members too, under their kernel names) are plain assignments. Each enum class and ctypes",
-        "struct is built by the function named after it (`_build_<Name>`) the first time the module attribute is",
-        "read (module `__getattr__`), so a program pays only for what it uses; types.pyi declares them all for",
-        "type checkers.",
+        "Constants (enum members too, under their kernel names) are plain assignments. Each enum class (a",
+        "`pybpf._named` class: enum-like, without importing enum) and ctypes struct is built by the function",
+        "named after it (`_build_<Name>`) the first time the module attribute is read (module `__getattr__`), so",
+        "a program pays only for what it uses; types.pyi declares them all, the enums as enum's own, for type",
+        "checkers.",
         '"""',
         "",
         "# ruff: noqa",
@@ -422,10 +423,14 @@ def generate(spec: Spec, parts: _Parts | None = None) -> str:
         "",
     ]
     for pyname, lines in parts.enums:
+        # At run time the enums are pybpf._named classes (enum-like, without importing enum); the stub
+        # declares them as enum's own for type checkers.
+        base = "NamedFlags" if "(enum.IntFlag)" in lines[0] else "NamedInt"
         out.append(f"def _build_{pyname}():")
-        out.append("    import enum")
+        out.append(f"    from pybpf._named import {base}")
         out.append("")
-        out.extend(f"    {line}" for line in lines)
+        out.append(f"    {lines[0].replace('enum.IntFlag', base).replace('enum.IntEnum', base)}")
+        out.extend(f"    {line}" for line in lines[1:])
         out.append(f"    return {pyname}")
         out.extend(["", ""])
     for pyname, lines, deps in parts.classes:

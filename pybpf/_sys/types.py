@@ -2,10 +2,11 @@
 
 Do not edit by hand; run `python3 tools/gen_sys.py` on a newer kernel to extend it.
 
-Constants (enum members too, under their kernel names) are plain assignments. Each enum class and ctypes
-struct is built by the function named after it (`_build_<Name>`) the first time the module attribute is
-read (module `__getattr__`), so a program pays only for what it uses; types.pyi declares them all for
-type checkers.
+Constants (enum members too, under their kernel names) are plain assignments. Each enum class (a
+`pybpf._named` class: enum-like, without importing enum) and ctypes struct is built by the function
+named after it (`_build_<Name>`) the first time the module attribute is read (module `__getattr__`), so
+a program pays only for what it uses; types.pyi declares them all, the enums as enum's own, for type
+checkers.
 """
 
 # ruff: noqa
@@ -193,7 +194,7 @@ XDP_FLAGS_SKB_MODE = 0x2
 XDP_FLAGS_UPDATE_IF_NOEXIST = 0x1
 
 # Members of the named kernel enums under their kernel names: plain ints for code on the start-up
-# path (`import enum` and building an enum class cost milliseconds; the classes are for display).
+# path (no class to build; the classes are for display).
 BPF_MAP_CREATE = 0
 BPF_MAP_LOOKUP_ELEM = 1
 BPF_MAP_UPDATE_ELEM = 2
@@ -755,9 +756,9 @@ def __dir__():
 
 
 def _build_Cmd():
-    import enum
+    from pybpf._named import NamedInt
 
-    class Cmd(enum.IntEnum):
+    class Cmd(NamedInt):
         """enum bpf_cmd"""
         MAP_CREATE = 0
         MAP_LOOKUP_ELEM = 1
@@ -802,9 +803,9 @@ def _build_Cmd():
 
 
 def _build_MapType():
-    import enum
+    from pybpf._named import NamedInt
 
-    class MapType(enum.IntEnum):
+    class MapType(NamedInt):
         """enum bpf_map_type"""
         UNSPEC = 0
         HASH = 1
@@ -846,9 +847,9 @@ def _build_MapType():
 
 
 def _build_ProgType():
-    import enum
+    from pybpf._named import NamedInt
 
-    class ProgType(enum.IntEnum):
+    class ProgType(NamedInt):
         """enum bpf_prog_type"""
         UNSPEC = 0
         SOCKET_FILTER = 1
@@ -887,9 +888,9 @@ def _build_ProgType():
 
 
 def _build_AttachType():
-    import enum
+    from pybpf._named import NamedInt
 
-    class AttachType(enum.IntEnum):
+    class AttachType(NamedInt):
         """enum bpf_attach_type"""
         CGROUP_INET_INGRESS = 0
         CGROUP_INET_EGRESS = 1
@@ -953,9 +954,9 @@ def _build_AttachType():
 
 
 def _build_LinkType():
-    import enum
+    from pybpf._named import NamedInt
 
-    class LinkType(enum.IntEnum):
+    class LinkType(NamedInt):
         """enum bpf_link_type"""
         UNSPEC = 0
         RAW_TRACEPOINT = 1
@@ -976,9 +977,9 @@ def _build_LinkType():
 
 
 def _build_BpfFuncId():
-    import enum
+    from pybpf._named import NamedInt
 
-    class BpfFuncId(enum.IntEnum):
+    class BpfFuncId(NamedInt):
         """enum bpf_func_id"""
         unspec = 0
         map_lookup_elem = 1
@@ -1196,18 +1197,18 @@ def _build_BpfFuncId():
 
 
 def _build_StatsType():
-    import enum
+    from pybpf._named import NamedInt
 
-    class StatsType(enum.IntEnum):
+    class StatsType(NamedInt):
         """enum bpf_stats_type"""
         RUN_TIME = 0
     return StatsType
 
 
 def _build_TaskFdType():
-    import enum
+    from pybpf._named import NamedInt
 
-    class TaskFdType(enum.IntEnum):
+    class TaskFdType(NamedInt):
         """enum bpf_task_fd_type"""
         RAW_TRACEPOINT = 0
         TRACEPOINT = 1
@@ -1219,9 +1220,9 @@ def _build_TaskFdType():
 
 
 def _build_CoreReloKind():
-    import enum
+    from pybpf._named import NamedInt
 
-    class CoreReloKind(enum.IntEnum):
+    class CoreReloKind(NamedInt):
         """enum bpf_core_relo_kind"""
         FIELD_BYTE_OFFSET = 0
         FIELD_BYTE_SIZE = 1
@@ -1240,9 +1241,9 @@ def _build_CoreReloKind():
 
 
 def _build_PerfType():
-    import enum
+    from pybpf._named import NamedInt
 
-    class PerfType(enum.IntEnum):
+    class PerfType(NamedInt):
         """enum perf_type_id"""
         HARDWARE = 0
         SOFTWARE = 1
@@ -1254,9 +1255,9 @@ def _build_PerfType():
 
 
 def _build_PerfSwId():
-    import enum
+    from pybpf._named import NamedInt
 
-    class PerfSwId(enum.IntEnum):
+    class PerfSwId(NamedInt):
         """enum perf_sw_ids"""
         CPU_CLOCK = 0
         TASK_CLOCK = 1
@@ -1274,9 +1275,9 @@ def _build_PerfSwId():
 
 
 def _build_PerfHwId():
-    import enum
+    from pybpf._named import NamedInt
 
-    class PerfHwId(enum.IntEnum):
+    class PerfHwId(NamedInt):
         """enum perf_hw_id"""
         CPU_CYCLES = 0
         INSTRUCTIONS = 1
@@ -1292,9 +1293,9 @@ def _build_PerfHwId():
 
 
 def _build_PerfSampleFormat():
-    import enum
+    from pybpf._named import NamedFlags
 
-    class PerfSampleFormat(enum.IntFlag):
+    class PerfSampleFormat(NamedFlags):
         """enum perf_event_sample_format"""
         IP = 1
         TID = 2
@@ -1325,9 +1326,9 @@ def _build_PerfSampleFormat():
 
 
 def _build_PerfRecordType():
-    import enum
+    from pybpf._named import NamedInt
 
-    class PerfRecordType(enum.IntEnum):
+    class PerfRecordType(NamedInt):
         """enum perf_event_type"""
         MMAP = 1
         LOST = 2
@@ -1354,9 +1355,9 @@ def _build_PerfRecordType():
 
 
 def _build_XdpAction():
-    import enum
+    from pybpf._named import NamedInt
 
-    class XdpAction(enum.IntEnum):
+    class XdpAction(NamedInt):
         """enum xdp_action"""
         ABORTED = 0
         DROP = 1
@@ -1367,9 +1368,9 @@ def _build_XdpAction():
 
 
 def _build_SkAction():
-    import enum
+    from pybpf._named import NamedInt
 
-    class SkAction(enum.IntEnum):
+    class SkAction(NamedInt):
         """enum sk_action"""
         DROP = 0
         PASS = 1
@@ -1377,9 +1378,9 @@ def _build_SkAction():
 
 
 def _build_CgroupIterOrder():
-    import enum
+    from pybpf._named import NamedInt
 
-    class CgroupIterOrder(enum.IntEnum):
+    class CgroupIterOrder(NamedInt):
         """enum bpf_cgroup_iter_order"""
         ORDER_UNSPEC = 0
         SELF_ONLY = 1

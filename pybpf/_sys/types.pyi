@@ -754,7 +754,7 @@ XDP_FLAGS_SKB_MODE = 0x2
 XDP_FLAGS_UPDATE_IF_NOEXIST = 0x1
 
 # Members of the named kernel enums under their kernel names: plain ints for code on the start-up
-# path (`import enum` and building an enum class cost milliseconds; the classes are for display).
+# path (no class to build; the classes are for display).
 BPF_MAP_CREATE = 0
 BPF_MAP_LOOKUP_ELEM = 1
 BPF_MAP_UPDATE_ELEM = 2

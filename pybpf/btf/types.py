@@ -7,8 +7,7 @@ than what is touched.
 
 from __future__ import annotations
 
-import enum
-
+from pybpf._named import IntEnum, IntFlag
 from pybpf._sys.record import record
 
 TYPE_CHECKING = False
@@ -18,7 +17,7 @@ if TYPE_CHECKING:
     from pybpf.btf.spec import Spec
 
 
-class Kind(enum.IntEnum):
+class Kind(IntEnum):
     VOID = 0
     INT = 1
     PTR = 2
@@ -41,20 +40,20 @@ class Kind(enum.IntEnum):
     ENUM64 = 19
 
 
-class IntEncoding(enum.IntFlag):
+class IntEncoding(IntFlag):
     NONE = 0
     SIGNED = 1
     CHAR = 2
     BOOL = 4
 
 
-class FuncLinkage(enum.IntEnum):
+class FuncLinkage(IntEnum):
     STATIC = 0
     GLOBAL = 1
     EXTERN = 2
 
 
-class VarLinkage(enum.IntEnum):
+class VarLinkage(IntEnum):
     STATIC = 0
     GLOBAL = 1
     EXTERN = 2

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ctypes
-import enum
 import errno
 import json
 from collections.abc import Callable, Iterator
@@ -11,6 +10,7 @@ from typing import Any
 
 import click
 
+from pybpf._named import is_named
 from pybpf._sys import FD, bpf
 from pybpf._sys import types as T
 from pybpf._sys.syscall import object_ids
@@ -34,7 +34,7 @@ def _kernel_objects(next_id: int, open_id: Callable[[int], Any]) -> Iterator[Any
 
 
 def _type_name(t: Any) -> str:
-    return t.name.lower() if isinstance(t, enum.Enum) else str(t)
+    return t.name.lower() if is_named(t) else str(t)
 
 
 def _emit_json(data: Any) -> None:

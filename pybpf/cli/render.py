@@ -9,13 +9,13 @@ out columns before the first value arrives.
 from __future__ import annotations
 
 import dataclasses
-import enum
 import json
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
+from pybpf._named import is_named
 from pybpf.btf import types as bt
 
 __all__ = [
@@ -30,7 +30,7 @@ def jsonable(value: Any) -> Any:
     """A decoded value (ints, bytes, BTF structs, lists, ctypes) as plain JSON data."""
     import ctypes
 
-    if isinstance(value, enum.Enum):
+    if is_named(value):
         return value.name
     if isinstance(value, bool | int | float | str) or value is None:
         return value
@@ -60,8 +60,8 @@ def _is_record(value: Any) -> bool:
 
 def format_cell(value: Any) -> str:
     """One value as table-cell text."""
-    if isinstance(value, enum.Enum):
-        return value.name
+    if is_named(value):
+        return str(value.name)
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | str):
@@ -376,7 +376,7 @@ _TABLE_TYPES = frozenset({"HASH", "ARRAY", "PERCPU_HASH", "PERCPU_ARRAY", "LRU_H
 
 def _type_name(m: Any) -> str:
     t = m.type
-    return t.name if isinstance(t, enum.Enum) else str(t)
+    return t.name if is_named(t) else str(t)
 
 
 def _map_types(m: Any) -> tuple[bt.Type | None, bt.Type | None]:
@@ -508,7 +508,7 @@ def _print_table(v: MapView, console: Any, top: int) -> None:
     table = Table(title=v.name, title_justify="left", title_style="bold", caption=caption)
     sample = flatten(entries[0][0]) + flatten(entries[0][1])
     for name, (_, val) in zip(names, sample, strict=False):
-        numeric = isinstance(val, int | float) and not isinstance(val, bool | enum.Enum)
+        numeric = isinstance(val, int | float) and not isinstance(val, bool) and not is_named(val)
         table.add_column(escape(name), justify="right" if numeric else "left",
                          style="cyan" if numeric and name in val_cols else None)
     for k, val in entries:

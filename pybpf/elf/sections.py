@@ -12,16 +12,14 @@ A leading ``?`` (``SEC("?tc")``) means "do not load by default" and is stripped 
 
 from __future__ import annotations
 
-import enum
-import functools
-
+from pybpf._named import IntFlag
 from pybpf._sys.record import record
 from pybpf._sys.types import AttachType, ProgType
 
 __all__ = ["SectionDef", "SectionFlags", "attach_target", "find_section_def", "section_defs", "section_split"]
 
 
-class SectionFlags(enum.IntFlag):
+class SectionFlags(IntFlag):
     """libbpf's `sec_def_flags`: how the loader must treat programs of a section."""
 
     NONE = 0
@@ -168,14 +166,20 @@ section_defs: tuple[SectionDef, ...] = (
 )
 
 
-@functools.lru_cache(maxsize=1024)
+_found: dict[str, SectionDef | None] = {}
+
+
 def find_section_def(section: str) -> SectionDef | None:
     """The definition for a program section name (a leading ``?`` is ignored), or None if unknown."""
+    try:
+        return _found[section]
+    except KeyError:
+        pass
     name = section[1:] if section.startswith("?") else section
-    for sec_def in section_defs:
-        if sec_def.matches(name):
-            return sec_def
-    return None
+    found = next((sec_def for sec_def in section_defs if sec_def.matches(name)), None)
+    if len(_found) < 1024:  # section names come from objects: bounded, as the names a process meets are
+        _found[section] = found
+    return found
 
 
 def attach_target(section: str, sec_def: SectionDef | None = None) -> str:
