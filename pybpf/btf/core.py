@@ -21,7 +21,6 @@ instruction bytes) validate the instruction against the value the compiler assum
 from __future__ import annotations
 
 import struct
-import weakref
 
 from pybpf._sys.record import field, record
 from pybpf.asm import opcodes as op
@@ -352,8 +351,8 @@ class TargetBTF:
 
     Caches live here, so keep one `TargetBTF` per kernel (`TargetBTF.running()` is shared): candidate
     lists per (local BTF, local type id), type-compatibility results, and per target spec the ids for
-    each essential name and the members of each struct. Caches of a local BTF go away with it (weak
-    references). `modules`: a mapping or a callable giving (name, split spec) pairs; None searches
+    each essential name and the members of each struct. Caches of a local BTF live in its `caches`
+    and go away with it. `modules`: a mapping or a callable giving (name, split spec) pairs; None searches
     vmlinux only (what libbpf does when its vmlinux BTF is overridden).
     """
 
@@ -362,7 +361,6 @@ class TargetBTF:
         self.kernel_name = kernel_name
         self._module_source = modules
         self._modules: list[tuple[str, Spec]] | None = None
-        self._local: weakref.WeakKeyDictionary[Spec, _LocalState] = weakref.WeakKeyDictionary()
         self._named: dict[tuple[int, str, bool], list[int]] = {}
         self._names: dict[int, _TargetNames] = {}
         self._members: dict[tuple[int, int], _MemberIndex] = {}
@@ -396,8 +394,8 @@ class TargetBTF:
         return self._modules
 
     def forget(self, local: Spec) -> None:
-        """Drop the caches kept for one local BTF (they also go when it is garbage collected)."""
-        self._local.pop(local, None)
+        """Drop the caches kept for one local BTF (they also go with it)."""
+        local.caches.pop(self, None)
 
     def expect(self, local: Spec, relos: Iterable[CoreRelo]) -> None:
         """Tell the kernel spec how many types these relocations will look up by name, before resolving
@@ -418,10 +416,11 @@ class TargetBTF:
         self.kernel.expect_lookups(len(names))
 
     def _state(self, local: Spec) -> _LocalState:
-        state = self._local.get(local)
+        # Kept on the local spec, so they go with it (weakref's import costs ~1 ms of a cold start).
+        state = local.caches.get(self)
         if state is None:
-            state = _LocalState()
-            self._local[local] = state
+            state = local.caches[self] = _LocalState()
+        assert isinstance(state, _LocalState)
         return state
 
     def candidates(self, local: Spec, local_id: int) -> list[Candidate]:

@@ -28,7 +28,7 @@ vmlinux); `to_raw(t)` converts one model object. `encode()` writes a blob from e
 from __future__ import annotations
 
 import ctypes
-from array import array
+import struct
 from itertools import accumulate
 
 from pybpf._sys.record import field, field_names, record
@@ -361,8 +361,8 @@ def encode(
     for s in extra_strings:
         add(s)
     try:
-        type_section = array("I", words).tobytes()
-    except OverflowError:
+        type_section = struct.pack(f"<{len(words)}I", *words)  # not array: its import brings collections
+    except struct.error:
         _raise_bad_word(raws)
         raise
     str_section = bytes(table)

@@ -14,7 +14,6 @@ import mmap
 import os
 import struct
 import sys
-from array import array
 from bisect import bisect_left
 
 from pybpf._cache import boot_id, cache_root, write_atomically
@@ -51,8 +50,11 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
 
+    # Word offsets of records: a list while walked, a view of the index file's bytes once read from it
+    # (without `array`, whose import brings collections: ~2 ms of a cold start).
+    _Offsets = list[int] | memoryview
     # record offsets, [named non-FUNC records, FUNC records], [sorted by name?] for each
-    _Index = tuple[array[int], list[array[int]], list[bool]]
+    _Index = tuple[_Offsets, list[_Offsets], list[bool]]
 
 BTF_MAGIC = 0xEB9F
 HEADER = struct.Struct("<HBBIIIII")  # magic, version, flags, hdr_len, type_off, type_len, str_off, str_len
@@ -154,13 +156,13 @@ class Spec:
         self.large = type_len >= _LARGE_SPEC_BYTES
         # The walk: word offsets of the records walked so far, where it resumes (len(_words) once complete),
         # and the record length of each info word met (see _walk).
-        self._offsets: array[int]
+        self._offsets: _Offsets
         self._walk_at = 0
         self._lengths: dict[int, int] = {}
         # Indexed by "is FUNC": the named records other than FUNCs, and the FUNC records (vmlinux has 56k
         # FUNCs against 15k others, and CO-RE never looks for a FUNC), as word offsets in id order as walked,
         # until sorted by name (`_sorted`).
-        self._named: list[array[int]]
+        self._named: list[_Offsets]
         self._sorted: list[bool]
         self._searches = 0
         self._cache_file: str | None = None  # where load_cached keeps the index
@@ -168,10 +170,12 @@ class Spec:
             self._offsets, self._named, self._sorted = _index
             self._walk_at = len(self._words)
         else:
-            self._offsets, self._named, self._sorted = array("I"), [array("I"), array("I")], [False, False]
+            self._offsets, self._named, self._sorted = [], [[], []], [False, False]
             if not self.large:
                 self._walk()
         self._cache: dict[int, Type] = {}
+        # What other modules keep for this spec and drop with it (CO-RE: per target kernel BTF).
+        self.caches: dict[object, object] = {}
 
     @property
     def data(self) -> bytes:
@@ -220,9 +224,10 @@ class Spec:
             return
         limit = n if through is None else min(n, through + 2)
         infos = words[1:limit]  # infos[pos] is the info word of the record at word `pos`
-        append = self._offsets.append
-        add_named = self._named[False].append
-        add_func = self._named[True].append
+        offsets, named, funcs = self._offsets, self._named[False], self._named[True]
+        # Lists until the walk is whole (an index read from disk is whole: the walk never resumes).
+        assert isinstance(offsets, list) and isinstance(named, list) and isinstance(funcs, list)
+        append, add_named, add_func = offsets.append, named.append, funcs.append
         lengths = self._lengths
         while True:
             try:
@@ -239,7 +244,7 @@ class Spec:
                         add_func(pos)
                         pos += 3
             except KeyError:
-                self._offsets.pop()
+                offsets.pop()
                 info = infos[pos]
                 kind = (info >> 24) & 0x1F
                 if kind == 0 or kind > Kind.ENUM64:
@@ -249,7 +254,7 @@ class Spec:
                 step = 3 + fixed + per * (info & 0xFFFF)
                 lengths[info] = 0 if kind == Kind.FUNC else -step if kind in _NAMED_KINDS else step
             except IndexError:
-                self._offsets.pop()  # `pos` is no record yet: the walk stops there, or the section ended
+                offsets.pop()  # `pos` is no record yet: the walk stops there, or the section ended
                 break
         if pos > n:
             raise ObjectError("BTF type section ends inside a record", section=".BTF",
@@ -488,7 +493,7 @@ class Spec:
         out.sort()
         return out
 
-    def _sorted_matches(self, order: array[int], probes: list[tuple[bytes, bool]]) -> list[tuple[bytes, int]]:
+    def _sorted_matches(self, order: _Offsets, probes: list[tuple[bytes, bool]]) -> list[tuple[bytes, int]]:
         out: list[tuple[bytes, int]] = []
         for raw, exact in probes:
             out += self._sorted_names_from(order, raw, exact=exact)
@@ -496,7 +501,7 @@ class Spec:
 
     def _search(self, probes: list[tuple[bytes, bool]], funcs: list[bool]) -> list[tuple[bytes, int]] | None:
         """Records named as the probes say, found without the name indexes: the string sections give the
-        offsets of the names, and one pass of a regex over the type section the records whose first word is
+        offsets of the names, and a search of the type section for each the records whose first word is
         one of them and whose info word has a wanted kind (FUNC if True in `funcs`, the named kinds if
         False). Only the records up to the last hit are walked. None when the probes match too many
         strings (a short prefix): the sorted index answers those."""
@@ -505,31 +510,32 @@ class Spec:
             return None
         if not offsets:
             return []
-        import re  # only a lookup in a large spec needs it (~4 ms of import)
-
-        kinds = [Kind.FUNC] if True in funcs else []
+        # A record with that name offset starts at a word boundary with it, then its info word: vlen
+        # (2 bytes), 0, the kind (with or without kflag). The search is for the offset's bytes without
+        # their high zero bytes: find() runs at a third of the speed with a needle ending in a zero, as
+        # the type section is mostly zeros (~3 ms over vmlinux's 3 MB of records, against ~8 ms for
+        # importing `re` and one search).
+        kinds = {Kind.FUNC} if True in funcs else set()
         if False in funcs:
-            kinds += sorted(_NAMED_KINDS)
-        # The name offset, then the info word: vlen (2 bytes), 0, kind (with or without kflag). One regex
-        # per offset: a literal start lets the regex engine skip ahead (~2 ms over vmlinux's 3 MB of
-        # records), an alternation of offsets would try every position (~10x slower).
-        info = b"..\\x00[" + b"".join(re.escape(bytes([k, k | 0x80])) for k in kinds) + b"]"
+            kinds |= _NAMED_KINDS
+        wanted = bytes(k | kflag for k in kinds for kflag in (0, 0x80))
         buf, start = self._buf, self._types_start
         end = start + self._types_len
         w, walked = self._words, self._offsets
         out: list[tuple[bytes, int]] = []
         for off, name in offsets.items():
-            search = re.compile(re.escape(off.to_bytes(4, "little")) + info, re.DOTALL).search
-            hit = search(buf, start, end)
-            while hit is not None:
-                at = hit.start()
-                if not (at - start) & 3:
+            word = off.to_bytes(4, "little")
+            needle = word.rstrip(b"\0") or word
+            at = buf.find(needle, start, end)
+            while at >= 0:
+                if (not (at - start) & 3 and at + 8 <= end and buf[at : at + 4] == word and buf[at + 6] == 0
+                        and buf[at + 7] in wanted):
                     pos = (at - start) >> 2
                     self._walk(pos)
                     i = bisect_left(walked, pos)
                     if i < len(walked) and walked[i] == pos:  # a record starts there (not a word inside one)
                         out.append((name or self._string_bytes(w[pos]), pos))
-                hit = search(buf, at + 1, end)
+                at = buf.find(needle, at + 1, end)
         return out
 
     def _name_key(self) -> Callable[[int], bytes]:
@@ -547,7 +553,7 @@ class Spec:
 
         return key
 
-    def _sorted_names_from(self, order: array[int], raw: bytes, *, exact: bool) -> Iterator[tuple[bytes, int]]:
+    def _sorted_names_from(self, order: _Offsets, raw: bytes, *, exact: bool) -> Iterator[tuple[bytes, int]]:
         """(name, record word offset) from a name-sorted index: names equal to `raw` (exact) or starting
         with it, by name (same names in no set order)."""
         key = self._name_key()
@@ -571,7 +577,7 @@ class Spec:
             if nm == raw if exact else nm.startswith(raw):
                 yield nm, pos
 
-    def _sorted_index(self, is_func: bool) -> array[int]:
+    def _sorted_index(self, is_func: bool) -> _Offsets:
         """Word offsets of the FUNC types (`is_func`) or of the other named types, sorted by name (built once
         lookups are frequent enough, walking every record, then added to the on-disk index)."""
         if not self._sorted[is_func]:
@@ -581,7 +587,7 @@ class Spec:
             self._save_index()
         return self._named[is_func]
 
-    def _sort_by_name(self, positions: array[int]) -> array[int]:
+    def _sort_by_name(self, positions: _Offsets) -> list[int]:
         """The named ones of these records (given in id order) sorted by `_name_key`, same names by id."""
         w = self._words
         offs = [w[pos] for pos in positions]
@@ -597,7 +603,7 @@ class Spec:
         keep = perm[bisect_left(perm, b"\1", key=keys.__getitem__) :]
         if not self._str_base and self._str_len and self._buf[self._str_start]:
             keep = [i for i in keep if offs[i]]
-        return array("I", [positions[i] for i in keep])
+        return [positions[i] for i in keep]
 
     def _string_offsets(self, probes: list[tuple[bytes, bool]], *, limit: int) -> dict[int, bytes | None] | None:
         """Name offset -> name (None for a prefix probe: read it at the offset) of the whole strings equal to a
@@ -655,16 +661,18 @@ class Spec:
     # ---- the on-disk index cache for kernel BTF --------------------------------------------------
 
     def _save_index(self) -> None:
-        """Write the index to the disk cache (when this spec came through load_cached): the arrays go
-        to the file as they are, in one writev."""
+        """Write the index to the disk cache (when this spec came through load_cached), in one writev."""
         path = self._cache_file
         if path is None or self._walk_at < len(self._words):  # only a whole walk is worth keeping
             return
+        from array import array  # only here: a whole walk costs far more than its import
+
         (named, funcs), (named_sorted, funcs_sorted) = self._named, self._sorted
         header = _INDEX_HEADER.pack(_INDEX_MAGIC, _INDEX_VERSION, len(self._offsets), len(named), named_sorted,
                                     len(funcs), funcs_sorted)
+        chunks = [a if isinstance(a, memoryview) else array("I", a) for a in (self._offsets, named, funcs)]
         try:
-            write_atomically(path, [header, self._offsets, named, funcs])
+            write_atomically(path, [header, *chunks])
         except OSError:
             pass  # a read-only home only costs speed
 
@@ -733,14 +741,12 @@ def _read_index(path: str, n_words: int) -> _Index | None:
             or named_sorted > 1 or funcs_sorted > 1):
         return None
     view = memoryview(raw)
-    arrays = []
+    parts: list[memoryview] = []
     start = hsize
     for count in counts:
-        a = array("I")
-        a.frombytes(view[start : start + 4 * count])
-        arrays.append(a)
+        parts.append(view[start : start + 4 * count].cast("I"))
         start += 4 * count
-    offsets, named, funcs = arrays
+    offsets, named, funcs = parts
     if offsets and offsets[-1] >= n_words:
         return None
     return offsets, [named, funcs], [bool(named_sorted), bool(funcs_sorted)]
