@@ -117,6 +117,24 @@ def bpf_obj() -> Callable[[str], Path]:
     return build
 
 
+@pytest.fixture
+def events_seq(bpf_obj: Callable[[str], Path]) -> Iterator[Callable[..., Any]]:
+    """Factory: events_seq(**rodata) loads tests/bpf/events_seq.bpf.c (the event readers' program) with those
+    `.rodata` values; every collection made is closed afterwards."""
+    import pybpf.collection as pc
+
+    opened: list[Any] = []
+
+    def make(**values: int) -> Any:
+        coll = pc.load(bpf_obj("events_seq"), set=values)
+        opened.append(coll)
+        return coll
+
+    yield make
+    for c in opened:
+        c.close()
+
+
 # ----- user-space C programs -------------------------------------------------------------------------------
 
 

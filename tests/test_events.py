@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-import pybpf.collection as pc
 from pybpf.errors import BPFError
 from pybpf.events import RingBuffer, RingBufferGroup, TracePipe, dropped_count
 from pybpf.events.trace_pipe import parse_line
@@ -34,22 +32,8 @@ def check(ev: Any, i: int) -> None:
     assert got == want
 
 
-@pytest.fixture
-def load(bpf_obj: Callable[[str], Path]) -> Iterator[Callable[..., Any]]:
-    opened: list[Any] = []
-
-    def make(**values: int) -> Any:
-        coll = pc.load(bpf_obj("events_seq"), set=values)
-        opened.append(coll)
-        return coll
-
-    yield make
-    for c in opened:
-        c.close()
-
-
-def test_ringbuf_iterator_skips_discarded(load: Callable[..., Any]) -> None:
-    coll = load(count=12, discard_every=4)
+def test_ringbuf_iterator_skips_discarded(events_seq: Callable[..., Any]) -> None:
+    coll = events_seq(count=12, discard_every=4)
     with coll.ringbuf("rb", type="event") as rb:
         assert list(rb.events(timeout=0)) == []
         coll.programs["emit_ringbuf"].test_run(ctx=CTX)
@@ -62,8 +46,8 @@ def test_ringbuf_iterator_skips_discarded(load: Callable[..., Any]) -> None:
         assert rb.available == 0
 
 
-def test_ringbuf_callback_and_raw(load: Callable[[], Any]) -> None:
-    coll = load()
+def test_ringbuf_callback_and_raw(events_seq: Callable[[], Any]) -> None:
+    coll = events_seq()
     seen: list[Any] = []
     with coll.ringbuf("rb", type="event") as rb:
         coll.programs["emit_ringbuf"].test_run(ctx=CTX)
@@ -77,8 +61,8 @@ def test_ringbuf_callback_and_raw(load: Callable[[], Any]) -> None:
         assert int.from_bytes(recs[3][:8], "little") == 3
 
 
-def test_ringbuf_async(load: Callable[[], Any]) -> None:
-    coll = load()
+def test_ringbuf_async(events_seq: Callable[[], Any]) -> None:
+    coll = events_seq()
 
     async def main() -> list[int]:
         with coll.ringbuf("rb", type="event") as rb:
@@ -94,8 +78,8 @@ def test_ringbuf_async(load: Callable[[], Any]) -> None:
     assert asyncio.run(main()) == list(range(10))
 
 
-def test_ringbuf_batch_numpy(load: Callable[..., Any]) -> None:
-    coll = load(count=20, discard_every=5)
+def test_ringbuf_batch_numpy(events_seq: Callable[..., Any]) -> None:
+    coll = events_seq(count=20, discard_every=5)
     with coll.ringbuf("rb", type="event") as rb:
         coll.programs["emit_ringbuf"].test_run(ctx=CTX)
         arr = rb.read_batch()
@@ -109,8 +93,8 @@ def test_ringbuf_batch_numpy(load: Callable[..., Any]) -> None:
         assert len(rb.read_batch()) == 0
 
 
-def test_ringbuf_overfill_counts_drops(load: Callable[..., Any]) -> None:
-    coll = load(count=200)
+def test_ringbuf_overfill_counts_drops(events_seq: Callable[..., Any]) -> None:
+    coll = events_seq(count=200)
     with coll.ringbuf("small_rb", type="event") as rb:
         coll.programs["emit_small"].test_run(ctx=CTX)
         got = rb.read()
@@ -123,8 +107,8 @@ def test_ringbuf_overfill_counts_drops(load: Callable[..., Any]) -> None:
         assert [e.seq for e in got] == list(range(len(got)))
 
 
-def test_ringbuf_group(load: Callable[..., Any]) -> None:
-    coll = load(count=3)
+def test_ringbuf_group(events_seq: Callable[..., Any]) -> None:
+    coll = events_seq(count=3)
     with coll.ringbuf("rb", type="event") as a, coll.ringbuf("small_rb", type="event") as b, \
             RingBufferGroup([a, b]) as group:
         coll.programs["emit_ringbuf"].test_run(ctx=CTX)
@@ -162,10 +146,10 @@ def read_form(rb: Any, form: str) -> list[int]:
     return [ev.seq for ev in evs]
 
 
-def test_ringbuf_runs_across_the_ring_end(load: Callable[..., Any]) -> None:
+def test_ringbuf_runs_across_the_ring_end(events_seq: Callable[..., Any]) -> None:
     # 3000 records (192000 bytes) per program run in a 256 KiB ring: runs 1, 2, 4 and 5 cross the ring's end,
     # which the reader takes as one contiguous run through the second mapping of the data area.
-    coll = load(count=3000)
+    coll = events_seq(count=3000)
     prog = coll.programs["emit_ringbuf"]
     with coll.ringbuf("rb", type="event") as rb:
         crossed = []
@@ -180,8 +164,8 @@ def test_ringbuf_runs_across_the_ring_end(load: Callable[..., Any]) -> None:
 
 
 @pytest.mark.parametrize("every", [2, 7, 50])
-def test_ringbuf_discards_inside_runs(load: Callable[..., Any], every: int) -> None:
-    coll = load(count=3000, discard_every=every)
+def test_ringbuf_discards_inside_runs(events_seq: Callable[..., Any], every: int) -> None:
+    coll = events_seq(count=3000, discard_every=every)
     kept = [i for i in range(3000) if i % every != every - 1]
     with coll.ringbuf("rb", type="event") as rb:
         for rounds, form in enumerate(["iterator", "batch", "callback", "read"], 1):
@@ -191,8 +175,8 @@ def test_ringbuf_discards_inside_runs(load: Callable[..., Any], every: int) -> N
             assert rb.records_read == rounds * len(kept)
 
 
-def test_ringbuf_mixed_record_sizes(load: Callable[..., Any]) -> None:
-    coll = load(count=400)
+def test_ringbuf_mixed_record_sizes(events_seq: Callable[..., Any]) -> None:
+    coll = events_seq(count=400)
     prog = coll.programs["emit_sizes"]
 
     def size(i: int) -> int:
@@ -227,8 +211,8 @@ def test_ringbuf_mixed_record_sizes(load: Callable[..., Any]) -> None:
         assert [n for n, _ in custom.read()] == [size(i) for i in range(400)]
 
 
-def test_ringbuf_early_stop_consumes_what_was_seen(load: Callable[..., Any]) -> None:
-    coll = load(count=100)
+def test_ringbuf_early_stop_consumes_what_was_seen(events_seq: Callable[..., Any]) -> None:
+    coll = events_seq(count=100)
     with coll.ringbuf("rb", type="event") as rb:
         coll.programs["emit_ringbuf"].test_run(ctx=CTX)
         for ev in rb.events(timeout=0):
@@ -253,14 +237,14 @@ def test_ringbuf_early_stop_consumes_what_was_seen(load: Callable[..., Any]) -> 
         assert rb.records_read == 100
 
 
-def test_ringbuf_rejects_other_maps(load: Callable[[], Any]) -> None:
-    coll = load()
+def test_ringbuf_rejects_other_maps(events_seq: Callable[[], Any]) -> None:
+    coll = events_seq()
     with pytest.raises(BPFError, match="not a RINGBUF"):
         RingBuffer(coll.maps["pb"])
 
 
-def test_perfbuf_iterator_and_callback(load: Callable[..., Any]) -> None:
-    coll = load(count=10)
+def test_perfbuf_iterator_and_callback(events_seq: Callable[..., Any]) -> None:
+    coll = events_seq(count=10)
     with coll.perfbuf("pb", type="event") as pb:
         coll.programs["emit_perf"].test_run(ctx=CTX)
         evs = list(pb.events(timeout=0.05))
@@ -273,8 +257,8 @@ def test_perfbuf_iterator_and_callback(load: Callable[..., Any]) -> None:
         assert pb.records_read == 20 and pb.lost == 0
 
 
-def test_perfbuf_runs_raw_and_custom(load: Callable[..., Any]) -> None:
-    coll = load(count=2000)
+def test_perfbuf_runs_raw_and_custom(events_seq: Callable[..., Any]) -> None:
+    coll = events_seq(count=2000)
     prog = coll.programs["emit_perf"]
     with coll.perfbuf("pb", type="event", pages=64) as pb:
         prog.test_run(ctx=CTX)
@@ -296,8 +280,8 @@ def test_perfbuf_runs_raw_and_custom(load: Callable[..., Any]) -> None:
         assert custom.read() == list(range(2000))
 
 
-def test_perfbuf_lost_and_wraparound(load: Callable[..., Any]) -> None:
-    coll = load(count=300)
+def test_perfbuf_lost_and_wraparound(events_seq: Callable[..., Any]) -> None:
+    coll = events_seq(count=300)
     with coll.perfbuf("pb", type="event", pages=1) as pb:
         prog = coll.programs["emit_perf"]
         total = 0
@@ -313,8 +297,8 @@ def test_perfbuf_lost_and_wraparound(load: Callable[..., Any]) -> None:
         assert total + pb.lost <= 5 * 300
 
 
-def test_trace_pipe(load: Callable[[], Any]) -> None:
-    coll = load()
+def test_trace_pipe(events_seq: Callable[[], Any]) -> None:
+    coll = events_seq()
     with TracePipe() as tp:
         coll.programs["emit_printk"].test_run(ctx=CTX)
         found = [ev for ev in tp.events(timeout=1.0) if "pybpf-trace-test" in ev.message]

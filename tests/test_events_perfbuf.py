@@ -3,13 +3,10 @@ tests/bpf/events_seq.bpf.c)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-
-import pybpf.collection as pc
 
 pytestmark = pytest.mark.usefixtures("require_root")
 
@@ -17,10 +14,8 @@ CTX = bytes(8)  # raw_tp test_run context (unused by the program)
 
 
 @pytest.fixture
-def coll(bpf_obj: Callable[[str], Path]) -> Iterator[Any]:
-    c = pc.load(bpf_obj("events_seq"), set={"count": 100})
-    yield c
-    c.close()
+def coll(events_seq: Callable[..., Any]) -> Any:
+    return events_seq(count=100)
 
 
 def _seq(ev: Any) -> int:
