@@ -70,6 +70,20 @@ def test_a_cold_lookup_walks_only_what_it_needs(tmp_path: Path, monkeypatch: pyt
     assert spec.next_id == Spec(spec_mod._read_btf(KERNEL_BTF)).next_id  # walks the rest on demand
 
 
+def test_a_whole_walk_is_kept_for_the_next_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Module BTF ids start after vmlinux's last: the walk that finds it is saved, and a later load_cached
+    starts walked, still answering lookups by search (its names are not sorted)."""
+    monkeypatch.setenv("PYBPF_CACHE", str(tmp_path))
+    spec = load_cached(KERNEL_BTF)
+    next_id = spec.next_id
+    assert spec._sorted == [False, False] and len(list((tmp_path / "btf-index").iterdir())) == 1
+    again = load_cached(KERNEL_BTF)
+    assert again._walk_at == len(again._words) and again.next_id == next_id
+    (task,) = again.ids_by_name("task_struct", funcs=False)
+    assert again._searches == 1 and again._sorted == [False, False]
+    assert again.type(task).name == "task_struct" and task in spec.ids_by_name("task_struct")
+
+
 def test_index_is_cached_once_names_are_sorted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PYBPF_CACHE", str(tmp_path))
     spec = load_cached(KERNEL_BTF)

@@ -99,8 +99,8 @@ _MAX_SEARCHED_OFFSETS = 4
 # lookup time.
 _NAME_WINDOW = 64
 # Specs whose type section is at least this long (vmlinux: 3 MB) are walked lazily and answer name
-# lookups by search or from the name-sorted index; smaller ones (objects, kernel modules) are walked at
-# once and answer from a dict of every name.
+# lookups by search or from the name-sorted index; smaller ones (objects, most kernel modules) are walked
+# at once and answer by a scan of their names.
 _LARGE_SPEC_BYTES = 64 * 1024
 
 
@@ -160,8 +160,8 @@ class Spec:
         self._walk_at = 0
         self._lengths: dict[int, int] = {}
         # Indexed by "is FUNC": the named records other than FUNCs, and the FUNC records (vmlinux has 56k
-        # FUNCs against 15k others, and CO-RE never looks for a FUNC), as word offsets in id order as walked,
-        # until sorted by name (`_sorted`).
+        # FUNCs against 15k others, and CO-RE looks for a FUNC only for a local FUNC), as word offsets in id
+        # order as walked, until sorted by name (`_sorted`).
         self._named: list[_Offsets]
         self._sorted: list[bool]
         self._searches = 0
@@ -203,6 +203,7 @@ class Spec:
         """The id after this spec's last type (walks every record of a lazily walked spec)."""
         if self._walk_at < len(self._words):
             self._walk()
+            self._save_index()  # a split spec (module BTF) needs this of its base: later processes skip the walk
         return self.first_id + len(self._offsets)
 
     def _walk(self, through: int | None = None) -> None:
@@ -618,10 +619,9 @@ class Spec:
         patterns = {b"\0" + raw + (b"\0" if exact else b""): raw if exact else None
                     for raw, exact in probes if raw and b"\0" not in raw}
         stem = _common_prefix(list(patterns))
-        groups = [list(patterns)] if len(stem) >= 4 else [[p] for p in patterns]
+        groups = [(stem, list(patterns))] if len(stem) >= 4 else [(p, [p]) for p in patterns]
         out: dict[int, bytes | None] = {}
-        for group in groups:
-            stem = _common_prefix(group)
+        for stem, group in groups:
             spec: Spec | None = self
             while spec is not None:
                 buf, start = spec._buf, spec._str_start  # searched in place: no copy of the strings
@@ -764,9 +764,10 @@ def load_cached(path: str, base: Spec | None = None) -> Spec:
     spec._cache_file = cache_file
     if index is None:
         spec._save_index()  # written now if walked already (small specs)
-    else:
-        # A process that finds the cache sorts what is still unsorted (the FUNC names) on its first lookup
+    elif any(index[2]):
+        # A process that finds names sorted sorts what is still unsorted (the FUNC names) on its first lookup
         # and saves it, so only the first process pays searches and every later one finds the names sorted.
+        # (An index of a whole walk alone, saved for split specs' ids, leaves the lookups to searches.)
         spec._searches = _SEARCHES_BEFORE_SORT
     return spec
 
