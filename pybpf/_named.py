@@ -34,8 +34,6 @@ class _NamedMeta(type):
     def __new__(mcs, name: str, bases: tuple[type, ...], namespace: dict[str, Any]) -> _NamedMeta:
         values = {k: v for k, v in namespace.items() if type(v) is int and not k.startswith("_")}
         cls = super().__new__(mcs, name, bases, namespace)
-        if "<locals>." in cls.__qualname__:  # built by a module's lazy builder: named as the module attribute
-            cls.__qualname__ = name
         by_name: dict[str, Any] = {}
         by_value: dict[int, Any] = {}
         canonical: list[str] = []
@@ -113,8 +111,8 @@ class NamedFlags(NamedInt):
         if not isinstance(value, int) or value < 0:
             raise ValueError(f"{value!r} is not a valid {cls.__qualname__}")
         names, rest = [], value
-        for member in cls._value2member_map_.values():
-            if member and member & (member - 1) == 0 and value & member:  # a single-bit member
+        for member in cls:  # the single-bit members (not the combinations named before)
+            if value & member:
                 names.append(member.name)
                 rest &= ~member
         if rest:

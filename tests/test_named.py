@@ -72,6 +72,7 @@ def test_flags_name_combinations_as_intflag() -> None:
     assert Bits(9).name == "A|C" and Bits(9) == 9 and Bits(9) is Bits(9)
     assert Bits(3) is Bits.AB and Bits(0).name == "NONE"
     assert Bits(16).name == "0x10"
+    assert Bits(48).name == "0x30"  # named from the members, not from combinations named before (16)
     assert IntEncoding(5).name == str(StdBits(9).name).replace("A", "SIGNED").replace("C", "BOOL")
     assert list(Bits(11)) == [Bits.A, Bits.B, Bits.C] and Bits.A in Bits(9) and Bits.B not in Bits(9)
     assert Bits.A | Bits.C == 9 and type(Bits.A | Bits.C) is int

@@ -318,7 +318,7 @@ def _collect(spec: Spec) -> _Parts:
         assert isinstance(t, Composite)
         gen.composite(pyname, t, top=True)
 
-    enums: list[tuple[str, list[str]]] = []
+    enums: list[tuple[str, bool, list[str]]] = []
     member_lines = ["", "# Members of the named kernel enums under their kernel names: plain ints for code on the start-up",
                     "# path (no class to build; the classes are for display)."]
     for pyname, (kname, prefix) in ENUMS.items():
@@ -329,7 +329,7 @@ def _collect(spec: Spec) -> _Parts:
         e = found[0]
         assert isinstance(e, Enum)
         flag = pyname in ("PerfSampleFormat",)
-        lines = [f"class {pyname}(enum.{'IntFlag' if flag else 'IntEnum'}):", f'    """enum {kname}"""']
+        lines = [f'    """enum {kname}"""']  # the class body; each file writes its own header
         for v in e.values:
             value_name = v.name.removeprefix(prefix)
             if value_name[:1].isdigit():
@@ -338,7 +338,7 @@ def _collect(spec: Spec) -> _Parts:
                 continue
             lines.append(f"    {value_name} = {v.value}")
             member_lines.append(f"{v.name} = {v.value}")
-        enums.append((pyname, lines))
+        enums.append((pyname, flag, lines))
     # Anonymous enums' values.
     consts: dict[str, int] = {}
     for i in range(1, len(spec)):
@@ -362,7 +362,7 @@ def _collect(spec: Spec) -> _Parts:
 
 
 class _Parts(NamedTuple):
-    enums: list[tuple[str, list[str]]]  # (name, class lines)
+    enums: list[tuple[str, bool, list[str]]]  # (name, is a flag set, class body lines)
     consts: list[str]
     classes: list[tuple[str, list[str], list[str]]]  # (name, class lines, classes it uses)
     command_of: dict[str, str]
@@ -422,14 +422,17 @@ def generate(spec: Spec, parts: _Parts | None = None) -> str:
         "",
         "",
     ]
-    for pyname, lines in parts.enums:
+    for pyname, flag, lines in parts.enums:
         # At run time the enums are pybpf._named classes (enum-like, without importing enum); the stub
         # declares them as enum's own for type checkers.
-        base = "NamedFlags" if "(enum.IntFlag)" in lines[0] else "NamedInt"
+        base = "NamedFlags" if flag else "NamedInt"
         out.append(f"def _build_{pyname}():")
         out.append(f"    from pybpf._named import {base}")
         out.append("")
-        out.append(f"    {lines[0].replace('enum.IntFlag', base).replace('enum.IntEnum', base)}")
+        out.append(f"    class {pyname}({base}):")
+        out.append(f"    {lines[0]}")  # the docstring
+        # Named as the module attribute it becomes (not "_build_X.<locals>.X"): repr and pickle find it.
+        out.append(f"        __qualname__ = {pyname!r}")
         out.extend(f"    {line}" for line in lines[1:])
         out.append(f"    return {pyname}")
         out.extend(["", ""])
@@ -446,7 +449,7 @@ def generate(spec: Spec, parts: _Parts | None = None) -> str:
         out.append(f"        {c!r}: __getattr__({pyname!r}),")
     out.append("    }")
     out.extend(["", ""])
-    builders = [name for name, _ in parts.enums] + [name for name, _, _ in parts.classes] + ["ATTR_OF_COMMAND"]
+    builders = [name for name, _, _ in parts.enums] + [name for name, _, _ in parts.classes] + ["ATTR_OF_COMMAND"]
     out.append("_BUILDERS = {")
     out.extend(f"    {name!r}: _build_{name}," for name in builders)
     out.append("}")
@@ -470,7 +473,8 @@ def generate_stub(spec: Spec, parts: _Parts | None = None) -> str:
         "GENERATED_FROM_KERNEL: str",
         "",
     ]
-    for _pyname, lines in parts.enums:
+    for pyname, flag, lines in parts.enums:
+        out.append(f"class {pyname}(enum.{'IntFlag' if flag else 'IntEnum'}):")
         out.extend(lines)
         out.extend(["", ""])
     out.extend(parts.consts)

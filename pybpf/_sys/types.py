@@ -760,6 +760,7 @@ def _build_Cmd():
 
     class Cmd(NamedInt):
         """enum bpf_cmd"""
+        __qualname__ = 'Cmd'
         MAP_CREATE = 0
         MAP_LOOKUP_ELEM = 1
         MAP_UPDATE_ELEM = 2
@@ -807,6 +808,7 @@ def _build_MapType():
 
     class MapType(NamedInt):
         """enum bpf_map_type"""
+        __qualname__ = 'MapType'
         UNSPEC = 0
         HASH = 1
         ARRAY = 2
@@ -851,6 +853,7 @@ def _build_ProgType():
 
     class ProgType(NamedInt):
         """enum bpf_prog_type"""
+        __qualname__ = 'ProgType'
         UNSPEC = 0
         SOCKET_FILTER = 1
         KPROBE = 2
@@ -892,6 +895,7 @@ def _build_AttachType():
 
     class AttachType(NamedInt):
         """enum bpf_attach_type"""
+        __qualname__ = 'AttachType'
         CGROUP_INET_INGRESS = 0
         CGROUP_INET_EGRESS = 1
         CGROUP_INET_SOCK_CREATE = 2
@@ -958,6 +962,7 @@ def _build_LinkType():
 
     class LinkType(NamedInt):
         """enum bpf_link_type"""
+        __qualname__ = 'LinkType'
         UNSPEC = 0
         RAW_TRACEPOINT = 1
         TRACING = 2
@@ -981,6 +986,7 @@ def _build_BpfFuncId():
 
     class BpfFuncId(NamedInt):
         """enum bpf_func_id"""
+        __qualname__ = 'BpfFuncId'
         unspec = 0
         map_lookup_elem = 1
         map_update_elem = 2
@@ -1201,6 +1207,7 @@ def _build_StatsType():
 
     class StatsType(NamedInt):
         """enum bpf_stats_type"""
+        __qualname__ = 'StatsType'
         RUN_TIME = 0
     return StatsType
 
@@ -1210,6 +1217,7 @@ def _build_TaskFdType():
 
     class TaskFdType(NamedInt):
         """enum bpf_task_fd_type"""
+        __qualname__ = 'TaskFdType'
         RAW_TRACEPOINT = 0
         TRACEPOINT = 1
         KPROBE = 2
@@ -1224,6 +1232,7 @@ def _build_CoreReloKind():
 
     class CoreReloKind(NamedInt):
         """enum bpf_core_relo_kind"""
+        __qualname__ = 'CoreReloKind'
         FIELD_BYTE_OFFSET = 0
         FIELD_BYTE_SIZE = 1
         FIELD_EXISTS = 2
@@ -1245,6 +1254,7 @@ def _build_PerfType():
 
     class PerfType(NamedInt):
         """enum perf_type_id"""
+        __qualname__ = 'PerfType'
         HARDWARE = 0
         SOFTWARE = 1
         TRACEPOINT = 2
@@ -1259,6 +1269,7 @@ def _build_PerfSwId():
 
     class PerfSwId(NamedInt):
         """enum perf_sw_ids"""
+        __qualname__ = 'PerfSwId'
         CPU_CLOCK = 0
         TASK_CLOCK = 1
         PAGE_FAULTS = 2
@@ -1279,6 +1290,7 @@ def _build_PerfHwId():
 
     class PerfHwId(NamedInt):
         """enum perf_hw_id"""
+        __qualname__ = 'PerfHwId'
         CPU_CYCLES = 0
         INSTRUCTIONS = 1
         CACHE_REFERENCES = 2
@@ -1297,6 +1309,7 @@ def _build_PerfSampleFormat():
 
     class PerfSampleFormat(NamedFlags):
         """enum perf_event_sample_format"""
+        __qualname__ = 'PerfSampleFormat'
         IP = 1
         TID = 2
         TIME = 4
@@ -1330,6 +1343,7 @@ def _build_PerfRecordType():
 
     class PerfRecordType(NamedInt):
         """enum perf_event_type"""
+        __qualname__ = 'PerfRecordType'
         MMAP = 1
         LOST = 2
         COMM = 3
@@ -1359,6 +1373,7 @@ def _build_XdpAction():
 
     class XdpAction(NamedInt):
         """enum xdp_action"""
+        __qualname__ = 'XdpAction'
         ABORTED = 0
         DROP = 1
         PASS = 2
@@ -1372,6 +1387,7 @@ def _build_SkAction():
 
     class SkAction(NamedInt):
         """enum sk_action"""
+        __qualname__ = 'SkAction'
         DROP = 0
         PASS = 1
     return SkAction
@@ -1382,6 +1398,7 @@ def _build_CgroupIterOrder():
 
     class CgroupIterOrder(NamedInt):
         """enum bpf_cgroup_iter_order"""
+        __qualname__ = 'CgroupIterOrder'
         ORDER_UNSPEC = 0
         SELF_ONLY = 1
         DESCENDANTS_PRE = 2

@@ -37,14 +37,14 @@ def __getattr__(name: str) -> Any:
     if name == "__all__":  # read by `from pybpf.asm import *`
         from pybpf.asm import builder, disasm
 
-        names = [*_EAGER, *disasm.__all__, "class_name", *builder.__all__]
+        names = [*_EAGER, *disasm.__all__, *builder.__all__]
         globals()["__all__"] = names
         return names
     if not name.startswith("__"):
         for module_name in _LAZY_MODULES:
             __import__(module_name)
             module = sys.modules[module_name]
-            if name in getattr(module, "__all__", ()) or (name == "class_name" and hasattr(module, name)):
+            if name in module.__all__:
                 value = getattr(module, name)
                 globals()[name] = value
                 return value

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 else:
     NameCallback = object  # a type alias: type checkers see the Callable above
 
-__all__ = ["NameCallback", "disassemble_lines", "format_instruction"]
+__all__ = ["NameCallback", "class_name", "disassemble_lines", "format_instruction"]
 
 _ALU_OPS = {
     op.ADD: "+=",

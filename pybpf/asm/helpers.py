@@ -24,7 +24,7 @@ def helper_names() -> dict[int, str]:
     from pybpf._sys import int_constants
 
     names: dict[int, str] = {}
-    # The plain-int members, in the kernel's order (not the enum class: building it imports enum).
+    # The plain-int members, in the kernel's order (no class of ~200 members to build).
     for name, value in int_constants(_ENUM_PREFIX).items():
         if name == "unspec":
             continue
