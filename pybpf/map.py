@@ -658,14 +658,14 @@ class Map:
         if codecs is not None:
             for name in _CODEC_ATTRIBUTES:
                 self.__dict__.pop(name, None)
-            self._build_codecs = codecs
+            self._pending_codecs = codecs  # not `_build_codecs`: _lazy.build_deferred would take it for "codecs"
 
     def __getattr__(self, name: str) -> Any:
         # Only reached for attributes not set: a deferred spec or deferred codecs.
-        if name in _CODEC_ATTRIBUTES and "_build_codecs" in self.__dict__:
-            key, value = self._build_codecs()
+        if name in _CODEC_ATTRIBUTES and "_pending_codecs" in self.__dict__:
+            key, value = self._pending_codecs()
             self.set_codec(key=key, value=value)
-            del self._build_codecs
+            del self._pending_codecs
             return getattr(self, name)
         return build_deferred(self, name)
 
@@ -1472,17 +1472,11 @@ def _fixup_spec(spec: MapSpec) -> MapSpec:
     return s
 
 
-def _first_kernel(map_type: int) -> str:
-    """The first Linux release with `map_type` ("" for a type this pybpf does not know)."""
-    from pybpf.features.versions import first_kernel  # error messages only
-
-    kind = enum_or_int(T.MapType, map_type)
-    return first_kernel("map_type", kind) if isinstance(kind, T.MapType) else ""
-
-
 def _create_error(spec: MapSpec, err: int, with_btf: bool) -> BPFError:
     tname = _type_name(spec.type)
-    first = _first_kernel(spec.type)
+    from pybpf.features.versions import first_kernel  # error messages only
+
+    first = first_kernel("map_type", spec.type)
     if err in (_errno.EINVAL, ENOTSUPP, _errno.EOPNOTSUPP) and first and _older_than(first):
         return NotSupportedError(f"{tname} maps", first, err)
     what = (f"creating map {spec.name!r} ({tname}, key_size={spec.key_size}, value_size={spec.value_size}, "

@@ -49,7 +49,8 @@ _LD_IMM64 = 0x18  # BPF_LD | BPF_IMM | BPF_DW
 _PSEUDO_MAP_FD = 1
 _PSEUDO_MAP_VALUE = 2
 # pybpf's modules whose changes change plans (with the version).
-_PLANNING_CODE = ("loader.py", "plan.py", "btf/core.py", "btf/marshal.py", "elf/reader.py")
+_PLANNING_CODE = ("loader.py", "plan.py", "btf/core.py", "btf/marshal.py", "elf/reader.py", "elf/sections.py",
+                  "map.py")  # the last two: plans keep section splits and codec kinds
 # Plans kept: past the first number, saving one removes the least recently written down to the second.
 _KEEP_MAX = 256
 _KEEP_AFTER_PRUNE = 192
@@ -94,8 +95,10 @@ def identity(path: str, key: str) -> tuple[Any, ...]:
             st.st_mtime_ns, boot_id(), key)
 
 
+@cache
 def _code_stamp() -> tuple[int, ...]:
-    # The version names a release; an editable install changes code under one version.
+    # The version names a release; an editable install changes code under one version. Once per process:
+    # the code it runs is what it imported.
     here = os.path.dirname(__file__)
     return tuple(os.stat(os.path.join(here, name)).st_mtime_ns for name in _PLANNING_CODE)
 
@@ -313,18 +316,14 @@ def _program_plan(name: str, pspec: ProgramSpec | None, by_fd: dict[int, str]) -
 
 def _fd_sites(name: str, insns: bytes, by_fd: dict[int, str]) -> list[tuple[int, str]]:
     """(instruction slot, map key) of every ld_imm64 that takes a map's fd; refuses other fds."""
+    from pybpf.asm.instruction import byte_positions  # saving only: the reader has imported it already
+
     sites = []
-    n = len(insns) // _INSN
-    i = 0
-    while i < n:
-        code, regs, _, imm = struct.unpack_from("<BBhi", insns, i * _INSN)
-        if code != _LD_IMM64:
-            i += 1
-            continue
-        if regs >> 4 in (_PSEUDO_MAP_FD, _PSEUDO_MAP_VALUE):
+    for i in byte_positions(insns[::_INSN], _LD_IMM64):  # an ld_imm64's second slot has opcode 0
+        if insns[i * _INSN + 1] >> 4 in (_PSEUDO_MAP_FD, _PSEUDO_MAP_VALUE):
+            imm = struct.unpack_from("<i", insns, i * _INSN + 4)[0]
             key = by_fd.get(imm)
             if key is None:
                 raise _NotPlannable(f"program {name} refers to map fd {imm}, not one of the collection's")
             sites.append((i, key))
-        i += 2
     return sites

@@ -342,7 +342,7 @@ class Program:
         # loaded from a cached plan builds only when asked for (see defer_spec).
         self.section = spec.section if spec is not None else ""
         self.attach_to = spec.attach_to if spec is not None else ""  # tp_btf/fentry/lsm/iter target
-        # (section-definition prefix, target) of `section` when the loader knows it (pybpf.link.auto)
+        # (section-definition prefix, target) of `section`: set by a plan replay, else pybpf.link.auto computes it
         self.section_split: tuple[str, str] | None = None
         self.verifier_log = verifier_log
         self._id = 0

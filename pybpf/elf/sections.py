@@ -205,8 +205,9 @@ def attach_target(section: str, sec_def: SectionDef | None = None) -> str:
 
 def section_split(section: str) -> tuple[str, str] | None:
     """(definition prefix without ``+`` or a trailing ``/``, target) of a section name, e.g. ``"kretprobe/do_unlinkat"``
-    -> ``("kretprobe", "do_unlinkat")``; None when no definition matches. Loaders keep it in
-    `Program.section_split` (cached plans too), so that attaching does not need this table."""
+    -> ``("kretprobe", "do_unlinkat")``; None when no definition matches. Cached load plans keep it and set
+    `Program.section_split`, so that attaching a replayed program does not need this table (`pybpf.link.auto`
+    computes it otherwise)."""
     sec_def = find_section_def(section)
     if sec_def is None:
         return None

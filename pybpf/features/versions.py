@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 
+from pybpf._sys import enum_or_int
 from pybpf._sys import types as T
 
 __all__ = ["HELPER_RANGES", "MAP_TYPES", "MISC", "PROG_TYPES", "first_kernel", "helper_first_kernel"]
@@ -198,13 +199,15 @@ def first_kernel(kind: str, value: object) -> str:
             except KeyError:
                 return ""
         return helper_first_kernel(int(value))  # type: ignore[call-overload]
+    if kind in ("prog_type", "map_type"):  # a plain int becomes a member; one this pybpf does not know: ""
+        members = T.ProgType if kind == "prog_type" else T.MapType
+        if isinstance(value, int) and not isinstance(value, members):
+            value = enum_or_int(members, value)
+            if not isinstance(value, members):
+                return ""
     if kind == "prog_type":
-        if isinstance(value, int) and not isinstance(value, T.ProgType):
-            value = T.ProgType(value)
         return PROG_TYPES.get(_enum_key(value), "")
     if kind == "map_type":
-        if isinstance(value, int) and not isinstance(value, T.MapType):
-            value = T.MapType(value)
         # MapType aliases (CGROUP_STORAGE_DEPRECATED) share a value: match either name.
         return MAP_TYPES.get(_enum_key(value).removesuffix("_DEPRECATED"), "")
     if kind == "misc":

@@ -13,10 +13,8 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import subprocess
 import tempfile
-import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,10 +166,7 @@ def _deliver(obj: Path, output: str | Path | None) -> Path:
     if output is None:
         return obj
     out = Path(output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    shutil.copyfile(obj, tmp)
-    os.replace(tmp, out)
+    write_atomically(out, [obj.read_bytes()], mode=0o666)  # as a copy would be: the umask decides
     return out.resolve()
 
 
