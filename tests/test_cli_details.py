@@ -53,12 +53,13 @@ const volatile __u32 counts[4] = {};
 const volatile char label[8] = {};
 const volatile bool verbose = false;
 const volatile __u8 letter = 0;
+const volatile __u8 octets[4] = {};
 const volatile __s32 offset = 0;
 
 SEC("tracepoint/syscalls/sys_enter_getpid")
 int use(void *ctx)
 {
-    return colour + counts[0] + label[0] + verbose + letter + offset;
+    return colour + counts[0] + label[0] + verbose + letter + offset + octets[0];
 }
 
 char LICENSE[] SEC("license") = "GPL";
@@ -69,7 +70,7 @@ char LICENSE[] SEC("license") = "GPL";
 def globals_obj(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from pybpf.toolchain import compile
 
-    src = tmp_path_factory.mktemp("review_cli") / "globals.bpf.c"
+    src = tmp_path_factory.mktemp("cli_globals") / "globals.bpf.c"
     src.write_text(_GLOBALS)
     return compile(src, include=[BPF_SRC_DIR])
 
@@ -102,10 +103,11 @@ def test_set_values(globals_obj: Path) -> None:
 
 @pytest.mark.parametrize(("item", "words"), [
     ("nope=1", ["no global variable 'nope'", "colour", "counts"]),
-    ("colour=PURPLE", ["colour=PURPLE", "PURPLE"]),
-    ("counts=1,2,3,4,5", ["counts=1,2,3,4,5", "4"]),
+    ("colour=PURPLE", ["colour=PURPLE", "has no value 'PURPLE'"]),
+    ("counts=1,2,3,4,5", ["counts=1,2,3,4,5", "array of 4 elements cannot hold 5 values"]),
+    ("octets=1,2,3,4,5", ["octets=1,2,3,4,5", "array of 4 elements cannot hold 5 values"]),
     ("offset=lots", ["offset=lots"]),
-    ("letter=300", ["letter=300"]),
+    ("letter=300", ["letter=300", "255"]),
     ("verbose=maybe", ["verbose=maybe", "true or false"]),
     ("colour", ["expected NAME=VALUE"]),
 ])

@@ -607,6 +607,8 @@ def _packer(t: Type) -> Packer:
                     raw = bytes(value)[:n]
                     buf[off:off + len(raw)] = raw
                     return
+                if len(value) > n:  # a list of ints, as for other arrays
+                    raise ValueError(f"array of {n} elements cannot hold {len(value)} values")
                 for i, x in enumerate(value):
                     elem_pack(buf, off + i, x)
             return pack_bytes

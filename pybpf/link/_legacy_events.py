@@ -61,7 +61,10 @@ class LegacyEvents:
         with self._lock:
             if not self._cleaned:
                 self._cleaned = True
-                self.remove_stale()
+                try:
+                    self.remove_stale()
+                except OSError:  # best effort: the add below reports a tracefs that does not work
+                    pass
         self.write(f"{probe}:{self.group}/{event} {where}\n")
 
     def remove(self, event: str) -> None:

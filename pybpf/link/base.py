@@ -409,7 +409,11 @@ def prog_attach(
     namespace; with `send_target` False the kernel gets target_fd 0 instead (flow dissectors: it takes the
     caller's namespace and refuses a target fd). `what`/`where`/`hints` word the errors (see attach_error)."""
     kept_target = FD(os.dup(int(target)))
-    prog = program.fd.dup()
+    try:
+        prog = program.fd.dup()
+    except BaseException:
+        kept_target.close()
+        raise
 
     def call(cmd: int, attach_flags: int) -> int:
         attr = T.ProgAttachAttr(target_fd=int(kept_target) if send_target else 0, attach_bpf_fd=int(prog),

@@ -320,6 +320,35 @@ def _layout_from_btf(spec_type: BtfType) -> _SpecLayout:
     )
 
 
+def _object_layout(program: Program) -> _SpecLayout | None:
+    """The layout from the object's BTF (None without it)."""
+    obj_btf = program.spec.btf if program.spec is not None else None
+    if obj_btf is not None:
+        try:
+            return _layout_from_btf(obj_btf.find("__bpf_usdt_spec", Struct))
+        except (KeyError, ValueError, ObjectError):
+            pass
+    return None
+
+
+def _kernel_layout(specs: Map) -> _SpecLayout | None:
+    """The layout from the BTF the kernel holds for the map (None without it): a program without its object
+    (e.g. from_id), or replayed from a plan."""
+    info = specs.info()
+    if not (info.btf_id and info.btf_value_type_id):
+        return None
+    key = (info.btf_id, info.btf_value_type_id)
+    layout = _map_layouts.get(key)
+    if layout is None:
+        try:
+            from pybpf.btf import btf_by_id
+
+            layout = _map_layouts[key] = _layout_from_btf(btf_by_id(info.btf_id).type(info.btf_value_type_id))
+        except (BPFError, KeyError, ValueError, ObjectError):
+            return None
+    return layout
+
+
 # The layout of libbpf 1.x's usdt.bpf.h, for objects loaded without BTF (then nothing else describes it).
 _LIBBPF_LAYOUT = _SpecLayout(
     size=208, args=0, arg_stride=16, max_args=12, val_off=_Field(0, 8), arg_type=_Field(8, 4),
@@ -333,25 +362,14 @@ _map_layouts: dict[tuple[int, int], _SpecLayout] = {}
 
 
 def _spec_layout(program: Program, specs: Map) -> _SpecLayout:
-    obj_btf = program.spec.btf if program.spec is not None else None
-    if obj_btf is not None:
-        try:
-            return _layout_from_btf(obj_btf.find("__bpf_usdt_spec", Struct))
-        except (KeyError, ValueError, ObjectError):
-            pass
-    info = specs.info()  # a program without its object (e.g. from_id): the BTF the kernel holds for the map
-    if info.btf_id and info.btf_value_type_id:
-        key = (info.btf_id, info.btf_value_type_id)
-        layout = _map_layouts.get(key)
-        if layout is not None:
-            return layout
-        try:
-            from pybpf.btf import btf_by_id
-
-            layout = _map_layouts[key] = _layout_from_btf(btf_by_id(info.btf_id).type(info.btf_value_type_id))
-            return layout
-        except (BPFError, KeyError, ValueError, ObjectError):
-            pass
+    # A collection replayed from a cached plan builds its specs from the object file when asked: the kernel's
+    # copy of the map's BTF (the same object's) comes first then, and the object only when that fails.
+    spec_built = "spec" in program.__dict__
+    layout = (spec_built and _object_layout(program)) or _kernel_layout(specs)
+    if layout is None and not spec_built:
+        layout = _object_layout(program)
+    if layout is not None:
+        return layout
     if specs.value_size != _LIBBPF_LAYOUT.size:
         raise ObjectError(f"{SPECS_MAP} has no BTF and its value size {specs.value_size} is not libbpf's "
                           f"{_LIBBPF_LAYOUT.size}: cannot encode USDT argument specs")
