@@ -264,6 +264,11 @@ def make_tools(work: Path, objs: dict[str, str], wanted: set[str]) -> tuple[list
 
 
 def main() -> int:
+    # Every tool starts with SIGINT's default action, whatever this driver inherited: started with SIGINT
+    # ignored (nohup, `&` without job control), Python children would keep ignoring it, and the library
+    # script, which ends on KeyboardInterrupt as users' scripts do, would never exit. A handled signal is
+    # reset to the default at exec.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--iterations", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=1)

@@ -45,3 +45,12 @@ def fresh_python(code: str, cache: Path, *args: object, netns: str | None = None
                             env={**os.environ, "PYBPF_CACHE": str(cache), "PYTHONPATH": str(root)})
     assert result.returncode == 0, result.stderr
     return result.stdout.splitlines()
+
+
+def print_imported(names: tuple[str, ...], *, since: str | None = None, indent: str = "") -> str:
+    """A line of Python for `fresh_python` code: print the modules of `names` imported by then (sorted, comma
+    separated; a package's submodules count as it), or since the module names in variable `since` of that
+    code. An empty line: none."""
+    pool = "sys.modules" if since is None else f"set(sys.modules) - {since}"
+    return (f"{indent}print(','.join(sorted(m for m in {pool} "
+            f"if any(m == h or m.startswith(h + '.') for h in {names!r}))))\n")

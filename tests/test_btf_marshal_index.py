@@ -35,7 +35,7 @@ __attribute__((noinline)) int global_helper(int x)
 SEC("raw_tp")
 int prog(void *ctx)
 {
-    return hidden_helper(1) + global_helper(2) > 100;
+    return hidden_helper(1) + global_helper(2);  /* (1 + 1) + 4 */
 }
 
 char LICENSE[] SEC("license") = "GPL";
@@ -46,7 +46,7 @@ char LICENSE[] SEC("license") = "GPL";
 def hidden_obj(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from pybpf.toolchain import compile
 
-    src = tmp_path_factory.mktemp("hidden") / "review_hidden.bpf.c"
+    src = tmp_path_factory.mktemp("hidden") / "hidden_symbols.bpf.c"
     src.write_text(HIDDEN)
     return compile(src)
 
@@ -60,7 +60,8 @@ def test_hidden_functions_are_apart_from_hidden_variables(hidden_obj: Path) -> N
 @pytest.mark.usefixtures("require_root")
 def test_object_with_a_hidden_function_loads(hidden_obj: Path) -> None:
     with pc.load(hidden_obj) as coll:
-        assert coll.programs["prog"].test_run(ctx=bytes(8)).retval == 0
+        # The hidden function and the hidden variable it reads are linked: (1 + 1) + 2 * 2.
+        assert coll.programs["prog"].test_run(ctx=bytes(8)).retval == 6
 
 
 def test_raw_types_and_strings_match_the_separate_readers(bpf_obj: Callable[[str], Path]) -> None:

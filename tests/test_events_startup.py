@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from child_process import fresh_python
+from child_process import fresh_python, print_imported
 
 import pybpf
 
@@ -31,8 +31,7 @@ def test_raw_ringbuf_read_imports_no_enum_or_btf(cache: Path, bpf_obj: Callable[
         "        got = []\n"
         "        print(rb.poll(5.0, got.append))\n"
         "        print(*(f'{type(r).__name__}:{len(r)}:{int.from_bytes(r[:8], \"little\")}' for r in got))\n"
-        f"    print(','.join(sorted(m for m in sys.modules if m.split('.')[0] in {_HEAVY!r} "
-        f"or m.startswith('pybpf.btf'))))\n"
+        + print_imported(_HEAVY, indent="    ")
     )
     out = fresh_python(code, cache, obj)
     # One 56-byte struct event arrived, as bytes; nothing heavy was imported on the way.

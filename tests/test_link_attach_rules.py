@@ -29,12 +29,12 @@ pytestmark = pytest.mark.usefixtures("require_root")
 
 
 
-def load(prog_type: T.ProgType, attach_type: T.AttachType | None = None, name: str = "review") -> Program:
+def load(prog_type: T.ProgType, attach_type: T.AttachType | None = None, name: str = "rules") -> Program:
     insns = asm.Instructions([asm.mov64_imm(asm.R0, 1), asm.exit_insn()])
     return Program.load(ProgramSpec(name=name, type=prog_type, instructions=insns, attach_type=attach_type))
 
 
-# ---- item 2: a program's own attach type is checked ----------------------------------------------------
+# ---- a program's own attach type is checked ------------------------------------------------------------
 
 
 def test_cgroup_program_loaded_for_another_hook_gets_a_clear_error(cgroup: Path) -> None:
@@ -64,7 +64,7 @@ def test_lsm_program_on_a_cgroup_is_refused_up_front(cgroup: Path) -> None:
             attach_cgroup(real, cgroup)
 
 
-# ---- items 1 and 7: BPF_PROG_ATTACH through the shared helper, `legacy` derived ---------------------------
+# ---- BPF_PROG_ATTACH through the shared helper, `legacy` derived ------------------------------------------
 
 
 def test_cgroup_prog_attach_and_detach(cgroup: Path) -> None:
@@ -104,8 +104,8 @@ def test_prog_attach_error_closes_its_fds() -> None:
         # Not a cgroup: a regular file's fd is refused by the kernel.
         fd = os.open("/proc/self/stat", os.O_RDONLY)
         try:
-            with pytest.raises(BPFError, match=r"attaching 'review' to nowhere \(hint\) failed") as info:
-                base.prog_attach(prog, fd, T.AttachType.CGROUP_DEVICE, what="'review'", where="nowhere",
+            with pytest.raises(BPFError, match=r"attaching 'rules' to nowhere \(hint\) failed") as info:
+                base.prog_attach(prog, fd, T.AttachType.CGROUP_DEVICE, what="'rules'", where="nowhere",
                                  hints={errno.EBADF: "hint", errno.EINVAL: "hint"})
             assert info.value.command == "BPF_PROG_ATTACH"
         finally:
@@ -129,7 +129,7 @@ def test_flow_dissector_legacy_form_attaches_inside_the_namespace(netns: Any, mo
         assert attached_prog_count(ns.path, T.AttachType.FLOW_DISSECTOR) == 0
 
 
-# ---- item 3: link or legacy ------------------------------------------------------------------------------
+# ---- link or legacy --------------------------------------------------------------------------------------
 
 
 def test_use_link_choices(monkeypatch: Any) -> None:
@@ -149,7 +149,7 @@ def test_xdp_link_probe() -> None:
     assert result.supported == (kernel_version()[:2] >= (5, 9)), result
 
 
-# ---- items 5 and 6 ---------------------------------------------------------------------------------------
+# ---- attach error wording and mount points ------------------------------------------------------------------
 
 
 def test_attach_error_wording() -> None:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from child_process import fresh_python
+from child_process import fresh_python, print_imported
 
 import pybpf
 from pybpf.features import probe_link
@@ -61,18 +61,14 @@ def loopback_netns() -> Iterator[str]:
         subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
 
 
-def _heavy_check(var: str) -> str:
-    return f"print(','.join(sorted(m for m in set(sys.modules) - {var} if m.startswith({_HEAVY!r}))))\n"
-
-
 def test_hook_modules_import_light(cache: Path) -> None:
     code = (
         "import sys\n"
-        "import pybpf.link\n"
         "before = set(sys.modules)\n"
+        "import pybpf.link\n"
         f"for name in {_LIGHT_MODULES!r}:\n"
         "    __import__('pybpf.link.' + name)\n"
-        + _heavy_check("before")
+        + print_imported(_HEAVY, since="before")
     )
     assert fresh_python(code, cache) == [""]
 
@@ -89,7 +85,7 @@ def _attached(program: str, attach_args: str) -> str:
         "    assert c.plan, 'not replayed'\n"
         f"    prog = c.programs[{program!r}]\n"
         f"    with prog.attach({attach_args}) as link:\n"
-        + "        " + _heavy_check("before")
+        + print_imported(_HEAVY, since="before", indent="        ")
         + "        from pybpf.link.base import kernel_links\n"
         "        print(link.fd is not None and prog.id in {i.prog_id for i in kernel_links()})\n"
     )

@@ -7,6 +7,7 @@ the test's programs is left.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import types
@@ -350,16 +351,16 @@ def test_usdt_unknown_probe_names_the_known_ones(bpf_obj: Any, target: Path) -> 
 def test_usdt_spec_ids_are_reused_after_detach(bpf_obj: Any, target: Path) -> None:
     from pybpf.link import usdt
 
-    with pybpf.load(bpf_obj("uprobe_usdt")) as obj:
+    with pybpf.load(bpf_obj("uprobe_usdt")) as obj, contextlib.ExitStack() as links:
         prog = obj.programs["on_probe"]
         specs_id = obj.maps["__bpf_usdt_specs"].id
-        first = attach_usdt(prog, target, "pybpf_test", "loop")
+        first = links.enter_context(attach_usdt(prog, target, "pybpf_test", "loop"))  # detached on failure too
         assert usdt._ids_in_use[specs_id] == {0}
-        second = attach_usdt(prog, target, "pybpf_test", "loop")
+        second = links.enter_context(attach_usdt(prog, target, "pybpf_test", "loop"))
         assert usdt._ids_in_use[specs_id] == {0, 1}
         first.detach()
         assert usdt._ids_in_use[specs_id] == {1}
-        third = attach_usdt(prog, target, "pybpf_test", "loop")  # takes the id `first` gave back
+        third = links.enter_context(attach_usdt(prog, target, "pybpf_test", "loop"))  # takes `first`'s id
         assert usdt._ids_in_use[specs_id] == {0, 1}
         if kernel_version() >= (6, 9, 0):  # the spec id is each site's BPF cookie, which link info shows from 6.9
             assert (_uprobe_cookie(second), _uprobe_cookie(third)) == (1, 0)

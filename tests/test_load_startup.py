@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from child_process import fresh_python
+from child_process import fresh_python, print_imported
 
 pytestmark = pytest.mark.usefixtures("require_root")
 
@@ -23,8 +23,7 @@ _COLD_LOAD = """
 import os, sys
 import pybpf
 with pybpf.load(sys.argv[1]) as obj:
-    print(' '.join(m for m in sys.argv[2:] if m in sys.modules) or '-')
-    with obj.programs['core_types'].attach():
+{imported}    with obj.programs['core_types'].attach():
         os.getppid()
     print(' '.join(str(v) for v in obj.variables['out'].value))
 """
@@ -46,8 +45,9 @@ def test_cold_core_load_imports_little_and_resolves_the_kernel_types(
     obj = tmp_path / "core_types.bpf.o"
     shutil.copyfile(bpf_obj("core_types"), obj)
     cache = tmp_path / "cache"  # empty: no kernel BTF index, no load plan
-    heavy, values = fresh_python(_COLD_LOAD, cache, obj, *_HEAVY)
-    assert heavy == "-", f"a cold load imported {heavy}"
+    code = _COLD_LOAD.format(imported=print_imported(_HEAVY, indent="    "))
+    heavy, values = fresh_python(code, cache, obj)
+    assert heavy == "", f"a cold load imported {heavy}"
     out = [int(v) for v in values.split()]
     # task_struct exists, pybpf_no_such_type does not, and the size is the kernel's.
     assert out[0] == 1 and out[1] == 0

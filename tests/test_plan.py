@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from child_process import fresh_python
+from child_process import fresh_python, print_imported
 
 import pybpf
 
@@ -109,8 +109,7 @@ def test_replayed_load_and_attach_import_nothing_heavy(cache: Path, planned: Cal
         "with c.programs['count_tp'].attach():\n"
         "    for _ in range(7):\n"
         "        os.getppid()\n"
-        "new = set(sys.modules) - before\n"
-        f"print(','.join(sorted(m for m in new if m.startswith({_START_UP_HEAVY!r}))))\n"
+        + print_imported(_START_UP_HEAVY, since="before") +
         "print(c.maps['tp_counts'].lookup(os.getpid()))\n"
     )
     out = fresh_python(code, cache, planned("link_tp"))
